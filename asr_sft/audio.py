@@ -1,0 +1,110 @@
+"""Reading, down-mixing, resampling and writing audio. The only module that opens audio files.
+
+Decoding is done by soundfile (libsndfile: FLAC, WAV, OGG/Vorbis, ...); resampling by torchaudio.
+Every error names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from asr_sft.errors import AudioError
+
+SAMPLE_RATE = 16000  # Hz: what every model in this pipeline consumes
+
+# Subtypes written per container; FLAC is lossless and ~half the size of WAV.
+_WRITE_SUBTYPE = {".flac": "PCM_16", ".wav": "PCM_16", ".ogg": "VORBIS"}
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    sample_rate: int  # Hz
+    frames: int  # samples per channel
+    channels: int
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.frames / self.sample_rate
+
+
+def audio_info(path: str | Path) -> AudioInfo:
+    """Header facts of an audio file, without decoding it."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: audio file not found")
+    try:
+        info = sf.info(str(path))
+    except Exception as err:  # libsndfile raises a bare RuntimeError/LibsndfileError
+        raise AudioError(f"{path}: cannot read audio header ({err})") from err
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise AudioError(f"{path}: audio file is empty (0 samples)")
+    return AudioInfo(sample_rate=int(info.samplerate), frames=int(info.frames), channels=int(info.channels))
+
+
+def load_audio(
+    path: str | Path,
+    sample_rate: int | None = SAMPLE_RATE,
+    offset: float = 0.0,
+    duration: float | None = None,
+) -> torch.Tensor:
+    """Decode `path` to a mono float32 tensor of shape (samples,), in [-1, 1].
+
+    offset, duration: seconds; only that slice is decoded. sample_rate: resample to this rate
+    (None keeps the file's rate).
+    """
+    path = Path(path)
+    info = audio_info(path)
+    start = int(round(offset * info.sample_rate))
+    stop = None if duration is None else start + int(round(duration * info.sample_rate))
+    if start < 0 or start >= info.frames or (stop is not None and stop <= start):
+        raise AudioError(
+            f"{path}: slice offset={offset}s duration={duration}s is outside the file "
+            f"({info.duration:.3f}s)"
+        )
+    try:
+        data, file_rate = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=True)
+    except Exception as err:
+        raise AudioError(f"{path}: cannot decode audio ({err})") from err
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: decoded 0 samples (corrupt or truncated file)")
+    wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
+    if sample_rate is not None and file_rate != sample_rate:
+        wave = resample(wave, file_rate, sample_rate)
+    return wave
+
+
+def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """Band-limited (sinc, Hann window) resampling along the last axis."""
+    if orig_rate == new_rate:
+        return wave
+    return AF.resample(wave, orig_rate, new_rate)
+
+
+def write_audio(path: str | Path, wave: torch.Tensor | np.ndarray, sample_rate: int) -> None:
+    """Write a mono waveform (float in [-1, 1] or int16) atomically: a crash never leaves a
+    half-written file under the final name. The format follows the extension."""
+    path = Path(path)
+    subtype = _WRITE_SUBTYPE.get(path.suffix.lower())
+    if subtype is None:
+        raise AudioError(f"{path}: unsupported output format (use one of {sorted(_WRITE_SUBTYPE)})")
+    data = wave.detach().cpu().numpy() if isinstance(wave, torch.Tensor) else np.asarray(wave)
+    if data.ndim != 1 or data.size == 0:
+        raise AudioError(f"{path}: expected a non-empty mono waveform, got shape {data.shape}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        sf.write(tmp, data, sample_rate, subtype=subtype, format=path.suffix.lstrip(".").upper())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
