@@ -1,0 +1,190 @@
+"""Training configuration: every default in one typed place.
+
+A config is four frozen sections. Recipes keep theirs in TOML (`recipes/<name>/conf/*.toml`) and the
+command line overrides single keys as `section.key=value`; values are type-checked and unknown
+sections or keys are rejected, so a typo never silently trains with a default. The resolved config is
+written beside every checkpoint and report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from asr_sft.errors import AsrSftError
+
+
+class ConfigError(AsrSftError):
+    """A config file or override is malformed, mistyped or names an unknown key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train_manifest: str = ""  # JSONL manifest (see asr_sft.manifest)
+    dev_manifest: str = ""  # evaluated every train.eval_every steps; the best checkpoint is chosen on it
+    min_duration: float = 0.5  # seconds; shorter utterances are filtered (and reported)
+    max_duration: float = 20.0  # seconds; longer utterances are filtered (and reported)
+    max_batch_seconds: float = 60.0  # padded audio seconds per micro-batch (memory budget)
+    max_batch_size: int = 32  # utterances per micro-batch
+    num_buckets: int = 30  # duration buckets (equal utterance counts); 30 pads ~2% on LibriSpeech-like data
+    dev_max_utterances: int = 0  # 0 = the whole dev set
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name_or_path: str = ""  # hub id or local folder of an AutoModelForCTC checkpoint
+    new_vocab: bool = False  # build a character vocabulary from the training text and re-init the head
+    freeze_feature_encoder: bool = True  # the CNN front end: standard for fine-tuning
+    mask_time_prob: float = 0.05  # SpecAugment: fraction of frames starting a time mask
+    mask_time_length: int = 10  # frames (20 ms each)
+    mask_feature_prob: float = 0.0  # SpecAugment on channels
+    mask_feature_length: int = 10
+    layerdrop: float = 0.0  # forced to 0 under DDP (skipped layers break gradient sync)
+    dropout: float = 0.1  # hidden, attention and activation dropout
+    gradient_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 5e-5  # peak learning rate (AdamW)
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    warmup_steps: int = 500  # linear warm-up from 0 to lr
+    schedule: str = "linear"  # decay after warm-up: "linear" to 0, "cosine" to 0, or "constant"
+    max_grad_norm: float = 1.0  # gradient clipping; 0 disables
+    grad_accum: int = 1  # micro-batches per optimizer step
+
+    def __post_init__(self):
+        _check_choice("optim.schedule", self.schedule, ("linear", "cosine", "constant"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    output_dir: str = "exp/run"
+    max_steps: int = 1000  # optimizer steps
+    seed: int = 0
+    precision: str = "no"  # "no" (fp32), "bf16" or "fp16" (mixed precision; GPU)
+    device: str = "auto"  # "auto" (GPU when present), "cpu" or "cuda"
+    log_every: int = 10  # steps
+    eval_every: int = 200  # steps; also at the last step
+    save_every: int = 200  # steps; also at the last step
+    keep_last: int = 2  # checkpoints kept besides the best one
+    num_threads: int = 0  # torch CPU threads; 0 = torch's default
+    tensorboard: bool = True
+
+    def __post_init__(self):
+        _check_choice("train.precision", self.precision, ("no", "bf16", "fp16"))
+        _check_choice("train.device", self.device, ("auto", "cpu", "cuda"))
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Config from a TOML (or saved JSON) file, then `section.key=value` overrides, type-checked."""
+    raw: dict = {}
+    if path is not None:
+        raw = _read_file(Path(path))
+    for item in overrides:
+        section, key, value = _parse_override(item)
+        raw.setdefault(section, {})[key] = value
+    return build_config(raw, source=str(path or "overrides"))
+
+
+def build_config(raw: dict, source: str = "config") -> Config:
+    unknown = set(raw) - set(SECTIONS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {sorted(unknown)}; known: {sorted(SECTIONS)}")
+    sections = {}
+    for name, cls in _section_classes().items():
+        sections[name] = _build_section(cls, raw.get(name, {}), f"{source}: [{name}]")
+    return Config(**sections)
+
+
+def config_to_dict(config: Config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as JSON (loadable again with load_config)."""
+    from asr_sft.manifest import write_text_atomic
+
+    write_text_atomic(Path(path), json.dumps(config_to_dict(config), indent=2) + "\n")
+
+
+def _section_classes() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {name: hints[name] for name in SECTIONS}
+
+
+def _read_file(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from err
+    try:
+        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'} ({err})") from err
+
+
+def _parse_override(item: str) -> tuple[str, str, object]:
+    name, sep, text = item.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not key:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    try:  # TOML syntax for the value: 1e-4, true, "text", [0.9, 0.98]; bare words are strings
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return section, key, value
+
+
+def _build_section(cls: type, values: dict, where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a table of keys")
+    hints = typing.get_type_hints(cls)
+    unknown = set(values) - set(hints)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(hints)}")
+    return cls(**{key: _coerce(values[key], hints[key], f"{where} {key}") for key in values})
+
+
+def _coerce(value, hint, where: str):
+    """Check a value against a field's type; ints are accepted for floats, lists for tuples."""
+    origin = typing.get_origin(hint)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if origin is tuple and isinstance(value, (list, tuple)):
+        args = typing.get_args(hint)
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                pass
+    elif isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
