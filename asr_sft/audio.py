@@ -6,16 +6,16 @@ Every error names the file and the problem.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+import torchaudio.transforms as T
 
+from asr_sft.atomic import atomic_path
 from asr_sft.errors import AudioError
 
 SAMPLE_RATE = 16000  # Hz: what every model in this pipeline consumes
@@ -86,7 +86,13 @@ def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
     """Band-limited (sinc, Hann window) resampling along the last axis."""
     if orig_rate == new_rate:
         return wave
-    return AF.resample(wave, orig_rate, new_rate)
+    return _resampler(orig_rate, new_rate, wave.dtype)(wave)
+
+
+@lru_cache(maxsize=32)
+def _resampler(orig_rate: int, new_rate: int, dtype: torch.dtype) -> T.Resample:
+    # Building the sinc kernel costs as much as applying it to a short clip: build it once per pair.
+    return T.Resample(orig_rate, new_rate, dtype=dtype)
 
 
 def write_audio(path: str | Path, wave: torch.Tensor | np.ndarray, sample_rate: int) -> None:
@@ -100,11 +106,5 @@ def write_audio(path: str | Path, wave: torch.Tensor | np.ndarray, sample_rate: 
     if data.ndim != 1 or data.size == 0:
         raise AudioError(f"{path}: expected a non-empty mono waveform, got shape {data.shape}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, data, sample_rate, subtype=subtype, format=path.suffix.lstrip(".").upper())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asr_sft.manifest import write_text_atomic
+from asr_sft.atomic import write_text_atomic
 
 STATE_FILE = "trainer_state.pt"
 METRICS_FILE = "metrics.json"

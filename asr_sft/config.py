@@ -73,6 +73,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" (GPU when present), "cpu" or "cuda"
     log_every: int = 10  # steps
     eval_every: int = 200  # steps; also at the last step
+    eval_normalizer: str = "librispeech"  # text normaliser for dev WER (see asr_sft.text)
     save_every: int = 200  # steps; also at the last step
     keep_last: int = 2  # checkpoints kept besides the best one
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
@@ -126,7 +127,7 @@ def config_to_dict(config: Config) -> dict:
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as JSON (loadable again with load_config)."""
-    from asr_sft.manifest import write_text_atomic
+    from asr_sft.atomic import write_text_atomic
 
     write_text_atomic(Path(path), json.dumps(config_to_dict(config), indent=2) + "\n")
 

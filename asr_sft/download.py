@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from asr_sft.corpora import librispeech
+from asr_sft.atomic import write_text_atomic
 from asr_sft.errors import ArchiveError, DownloadError
 
 log = logging.getLogger(__name__)
@@ -123,20 +123,9 @@ def _marker_path(path: Path) -> Path:
     return path.with_name(path.name + ".verified")
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_verified_marker(path: Path, digests: dict[str, str]) -> None:
     lines = [f"size {path.stat().st_size}"] + [f"{a} {d}" for a, d in sorted(digests.items())]
-    _write_text_atomic(_marker_path(path), "\n".join(lines) + "\n")
+    write_text_atomic(_marker_path(path), "\n".join(lines) + "\n")
 
 
 def _marker_matches(path: Path, expected: dict[str, str]) -> bool:
@@ -294,7 +283,7 @@ def extract_archive(archive: str | Path, dest: str | Path) -> bool:
             tar.extractall(dest, members=members, filter="data")
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
         raise ArchiveError(f"{archive}: cannot extract ({type(err).__name__}: {err})") from err
-    _write_text_atomic(marker, f"{archive.name}: {len(members)} members extracted\n")
+    write_text_atomic(marker, f"{archive.name}: {len(members)} members extracted\n")
     return True
 
 

@@ -23,3 +23,11 @@ class ArchiveError(AsrSftError):
 
 class SynthesisError(AsrSftError):
     """Speech synthesis failed (espeak-ng missing or erroring)."""
+
+
+class ScoringError(AsrSftError):
+    """References and hypotheses cannot be scored together (missing ids, unknown normaliser...)."""
+
+
+class ModelError(AsrSftError):
+    """A model checkpoint, its processor or a model's input limits are unusable as given."""

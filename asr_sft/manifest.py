@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asr_sft.atomic import write_text_atomic
 from asr_sft.errors import ManifestError
 
 log = logging.getLogger(__name__)
@@ -201,20 +201,6 @@ def _relativize(row: dict, base_dir: Path) -> dict:
         except ValueError:  # different drive (Windows)
             pass
     return {**row, "audio_filepath": audio.as_posix()}
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write text so that a crash never leaves a partial file under `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def filter_rows(rows: Iterable[dict], options: FilterOptions) -> tuple[list[dict], list[tuple[dict, str]]]:

@@ -1,0 +1,354 @@
+"""CTC fine-tuning: a plain PyTorch loop on accelerate (devices, mixed precision, DDP).
+
+Read top to bottom: `train` sets up data, model and optimizer, resumes from the latest checkpoint if
+there is one, then runs `train_step` until `train.max_steps`, evaluating (greedy decode + WER through
+the same code as `asr-sft decode`/`score`) and saving checkpoints along the way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from asr_sft import checkpoint as ckpt
+from asr_sft.audio import load_audio
+from asr_sft.batching import BatchingOptions, DurationBatchSampler, padding_fraction
+from asr_sft.config import Config, config_to_dict, save_config
+from asr_sft.features import normalize_waveforms
+from asr_sft.manifest import FilterOptions, filter_rows, read_manifest
+from asr_sft.models.ctc import CTCModelOptions, build_vocab, load_ctc_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    """Everything besides weights and optimizer that a resumed run needs to continue exactly."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0
+    batches_done: int = 0  # micro-batches consumed in this epoch
+    best_wer: float = math.inf
+    nonfinite_steps: int = 0  # optimizer steps skipped because the gradient was NaN/inf
+    infeasible_utterances: int = 0  # labels longer than the model's frames: CTC loss is inf, zeroed
+    audio_seconds: float = 0.0  # real (unpadded) training audio seen, this rank
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    output_dir: Path
+    steps: int
+    best_checkpoint: Path | None
+    best_wer: float
+    last_checkpoint: Path | None
+
+
+# --- data -----------------------------------------------------------------------------------------
+def load_rows(manifest: str, config: Config, what: str) -> list[dict]:
+    rows = read_manifest(manifest)
+    kept, dropped = filter_rows(rows, FilterOptions(config.data.min_duration, config.data.max_duration))
+    for row, reason in dropped:
+        log.warning("%s: filtered %s: %s", what, row["id"], reason)
+    if not kept:
+        raise ValueError(f"{manifest}: no {what} utterances left after filtering")
+    return kept
+
+
+def load_waves(rows: list[dict]) -> list[torch.Tensor]:
+    return [load_audio(r["audio_filepath"], offset=r.get("offset", 0.0),
+                       duration=r["duration"] if "offset" in r else None) for r in rows]
+
+
+def collate(rows: list[dict], processor) -> dict:
+    """Normalised waveforms, attention mask and CTC labels (pad -> -100) for one micro-batch."""
+    input_values, attention_mask = normalize_waveforms(load_waves(rows))
+    tokens = processor.tokenizer([r["text"] for r in rows], padding=True, return_tensors="pt")
+    labels = tokens.input_ids.masked_fill(tokens.attention_mask == 0, -100)
+    return {"input_values": input_values, "attention_mask": attention_mask, "labels": labels,
+            "audio_seconds": sum(r["duration"] for r in rows)}
+
+
+def count_infeasible(model, batch: dict) -> int:
+    """Utterances whose labels cannot fit the model's output frames (CTC needs a blank between
+    repeated characters): their loss is infinite and zero_infinity turns it into 0."""
+    frames = model._get_feat_extract_output_lengths(batch["attention_mask"].sum(-1))
+    labels = batch["labels"]
+    valid = labels >= 0
+    repeats = ((labels[:, 1:] == labels[:, :-1]) & valid[:, 1:]).sum(-1)
+    return int(((valid.sum(-1) + repeats) > frames).sum())
+
+
+# --- optimisation ---------------------------------------------------------------------------------
+def lr_factor(step: int, config: Config) -> float:
+    """Linear warm-up, then linear/cosine decay to 0 at max_steps, or constant."""
+    warmup, total = config.optim.warmup_steps, config.train.max_steps
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.optim.schedule == "constant":
+        return 1.0
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+    if config.optim.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0 - progress
+
+
+def make_optimizer(model, config: Config):
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.optim.lr, betas=config.optim.betas,
+                                  eps=config.optim.eps, weight_decay=config.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+    return optimizer, scheduler
+
+
+def train_step(model, optimizer, scheduler, micro_batches: list[dict], accelerator, config, state) -> dict:
+    """One optimizer step over grad_accum micro-batches; returns loss and grad norm."""
+    model.train()
+    total_loss = 0.0
+    for i, batch in enumerate(micro_batches):
+        state.infeasible_utterances += count_infeasible(accelerator.unwrap_model(model), batch)
+        state.audio_seconds += batch.pop("audio_seconds")
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        # DDP: only the last micro-batch all-reduces gradients.
+        sync = accelerator.no_sync(model) if i < len(micro_batches) - 1 else contextlib.nullcontext()
+        with sync, accelerator.autocast():
+            loss = model(**batch).loss / len(micro_batches)
+        accelerator.backward(loss)
+        total_loss += loss.detach().float()
+    max_norm = config.optim.max_grad_norm or math.inf
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+    grad_norm = float(grad_norm) if grad_norm is not None else 0.0
+    # Gradients are already all-reduced, so every rank takes the same decision here.
+    if math.isfinite(grad_norm):
+        optimizer.step()
+    else:
+        state.nonfinite_steps += 1
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    return {"loss": float(accelerator.reduce(total_loss, "mean")), "grad_norm": grad_norm}
+
+
+# --- batches across epochs ------------------------------------------------------------------------
+class BatchStream:
+    """Micro-batches in a deterministic order across epochs; its position is part of TrainState,
+    so a resumed run continues with exactly the batches an uninterrupted run would have seen."""
+
+    def __init__(self, sampler: DurationBatchSampler, rows: list[dict], processor, state: TrainState):
+        self.sampler, self.rows, self.processor, self.state = sampler, rows, processor, state
+        self._epoch, self._batches = None, []
+
+    def batches(self) -> list[list[int]]:
+        if self._epoch != self.state.epoch:
+            self.sampler.set_epoch(self.state.epoch)
+            self._epoch, self._batches = self.state.epoch, list(iter(self.sampler))
+        return self._batches
+
+    def take(self, n: int) -> tuple[list[dict], list[list[int]]]:
+        """The next n collated micro-batches and their indices."""
+        out, indices = [], []
+        while len(out) < n:
+            if self.state.batches_done >= len(self.batches()):
+                self.state.epoch, self.state.batches_done = self.state.epoch + 1, 0
+                continue
+            batch = self.batches()[self.state.batches_done]
+            self.state.batches_done += 1
+            indices.append(batch)
+            out.append(collate([self.rows[i] for i in batch], self.processor))
+        return out, indices
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+def evaluate(model, processor, rows: list[dict], config: Config) -> dict:
+    """Dev WER through the same decoding and scoring code as `asr-sft decode` + `asr-sft score`."""
+    from asr_sft.decode import DecodeOptions, decode_rows
+    from asr_sft.scoring import score_texts
+
+    hyps = decode_rows(model, processor, rows, DecodeOptions(max_batch_seconds=config.data.max_batch_seconds))
+    summary = score_texts([r["text"] for r in rows], hyps, normalizer=config.train.eval_normalizer).summary()
+    return {"dev_wer": summary.wer, "dev_cer": summary.cer, "dev_utterances": len(rows),
+            "normalizer": summary.normalizer}
+
+
+# --- the loop -------------------------------------------------------------------------------------
+def build_model(config: Config, train_rows: list[dict], accelerator: Accelerator):
+    vocab = build_vocab(r["text"] for r in train_rows) if config.model.new_vocab else None
+    m = config.model
+    layerdrop = m.layerdrop
+    if accelerator.num_processes > 1 and layerdrop > 0:
+        log.warning("model.layerdrop=%s ignored under DDP (skipped layers break gradient sync)", layerdrop)
+        layerdrop = 0.0
+    options = CTCModelOptions(
+        freeze_feature_encoder=m.freeze_feature_encoder, mask_time_prob=m.mask_time_prob,
+        mask_time_length=m.mask_time_length, mask_feature_prob=m.mask_feature_prob,
+        mask_feature_length=m.mask_feature_length, layerdrop=layerdrop, dropout=m.dropout,
+        gradient_checkpointing=m.gradient_checkpointing,
+    )
+    return load_ctc_model(m.name_or_path, vocab=vocab, options=options)
+
+
+def resume(accelerator, model, optimizer, scheduler, output_dir: Path) -> TrainState:
+    """Restore the latest complete checkpoint, if any; otherwise a fresh state."""
+    latest = ckpt.read_pointer(output_dir, "latest")
+    if latest is None:
+        return TrainState()
+    saved = ckpt.load_trainer_state(latest)
+    accelerator.unwrap_model(model).load_state_dict(load_file(latest / "model.safetensors"))
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    ckpt.restore_rng(saved["rng"])
+    log.info("resumed from %s (step %d)", latest, saved["state"]["step"])
+    return TrainState(**saved["state"])
+
+
+def save(accelerator, model, processor, optimizer, scheduler, state, config, metrics) -> Path | None:
+    if not accelerator.is_main_process:
+        return None
+    trainer_state = {"state": vars(state).copy(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "rng": ckpt.capture_rng()}
+    path = ckpt.save_checkpoint(config.train.output_dir, state.step, accelerator.unwrap_model(model),
+                                processor, trainer_state, config_to_dict(config), metrics)
+    if "dev_wer" in metrics and metrics["dev_wer"] <= state.best_wer:
+        ckpt.mark_best(config.train.output_dir, path)
+    ckpt.prune_checkpoints(config.train.output_dir, config.train.keep_last)
+    return path
+
+
+def train(config: Config, stop_at: int | None = None) -> TrainResult:
+    """Train (or resume) until train.max_steps; `stop_at` ends the run early at that step, after its
+    checkpoint, as a time-limited job or a crash would (the schedule still follows max_steps)."""
+    out = Path(config.train.output_dir)
+    cpu = config.train.device == "cpu" or (config.train.device == "auto" and not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision=config.train.precision, cpu=cpu)
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    set_seed(config.train.seed)
+    train_rows = load_rows(config.data.train_manifest, config, "train")
+    dev_rows = load_rows(config.data.dev_manifest, config, "dev")
+    if config.data.dev_max_utterances:
+        dev_rows = dev_rows[: config.data.dev_max_utterances]
+    model, processor = build_model(config, train_rows, accelerator)
+    optimizer, scheduler = make_optimizer(model, config)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    state = resume(accelerator, model, optimizer, scheduler, out)
+    sampler = DurationBatchSampler(
+        [r["duration"] for r in train_rows],
+        BatchingOptions(max_batch_seconds=config.data.max_batch_seconds,
+                        max_batch_size=config.data.max_batch_size, num_buckets=config.data.num_buckets,
+                        seed=config.train.seed),
+        num_replicas=accelerator.num_processes, rank=accelerator.process_index,
+    )
+    stream = BatchStream(sampler, train_rows, processor, state)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "train_config.json")
+    logger = TrainLogger(out, config, accelerator.is_main_process, state)
+    bar = tqdm(total=config.train.max_steps, initial=state.step, disable=not accelerator.is_main_process,
+               desc="train")
+    durations = [r["duration"] for r in train_rows]
+    while state.step < min(config.train.max_steps, stop_at or config.train.max_steps):
+        micro, indices = stream.take(config.optim.grad_accum)
+        stats = train_step(model, optimizer, scheduler, micro, accelerator, config, state)
+        logger.add(stats, indices)
+        bar.update(1)
+        if state.step % config.train.log_every == 0:
+            bar.set_postfix(logger.flush(state, scheduler.get_last_lr()[0], durations))
+        final = state.step == config.train.max_steps
+        evaluating = state.step % config.train.eval_every == 0 or final
+        metrics = {}
+        if evaluating and accelerator.is_main_process:
+            metrics = evaluate(accelerator.unwrap_model(model), processor, dev_rows, config)
+            logger.log_eval(state.step, metrics)
+            state.best_wer = min(state.best_wer, metrics["dev_wer"])
+        # Every evaluation is saved, so the best checkpoint always exists on disk.
+        if evaluating or state.step % config.train.save_every == 0 or state.step == stop_at:
+            save(accelerator, model, processor, optimizer, scheduler, state, config, metrics)
+            accelerator.wait_for_everyone()
+    bar.close()
+    logger.close()
+    check_replicas_agree(model, accelerator)
+    accelerator.wait_for_everyone()
+    best = ckpt.read_pointer(out, "best")  # every process reads the main one's record
+    best_wer = ckpt.read_metrics(best).get("dev_wer", math.inf) if best else math.inf
+    return TrainResult(out, state.step, best, best_wer, ckpt.read_pointer(out, "latest"))
+
+
+def check_replicas_agree(model, accelerator) -> None:
+    """Under DDP every process must hold the same weights; a silent divergence would make the saved
+    checkpoint (rank 0's) unrepresentative, so compare a checksum across processes."""
+    if accelerator.num_processes == 1:
+        return
+    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
+    gathered = accelerator.gather(checksum.reshape(1).to(accelerator.device))
+    if not torch.all(gathered == gathered[0]):
+        raise RuntimeError(f"DDP replicas diverged: parameter checksums {gathered.tolist()}")
+    log.info("all %d DDP replicas hold identical weights (checksum %.6f)",
+             accelerator.num_processes, float(gathered[0]))
+
+
+class TrainLogger:
+    """Train loss, learning rate, throughput, padding and NaN/inf counts to train_log.jsonl and
+    TensorBoard (main process only)."""
+
+    def __init__(self, out: Path, config: Config, main: bool, state: TrainState):
+        self.main, self.path = main, out / "train_log.jsonl"
+        self.writer = None
+        if main and config.train.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(out / "tensorboard"))
+        self._reset(state)
+
+    def _reset(self, state: TrainState) -> None:
+        self.stats, self.batches = [], []
+        self.start, self.audio_mark = time.perf_counter(), state.audio_seconds
+
+    def add(self, stats: dict, indices: list[list[int]]) -> None:
+        self.stats.append(stats)
+        self.batches += indices
+
+    def flush(self, state: TrainState, lr: float, durations: list[float]) -> dict:
+        """Write one record averaged since the last flush; returns what the progress bar shows."""
+        n = max(len(self.stats), 1)
+        record = {
+            "step": state.step, "epoch": state.epoch,
+            "loss": sum(s["loss"] for s in self.stats) / n,
+            "grad_norm": sum(s["grad_norm"] for s in self.stats) / n,
+            "lr": lr,
+            # this process's real (unpadded) audio; multiply by the process count for the total
+            "audio_seconds_per_second": (state.audio_seconds - self.audio_mark)
+            / (time.perf_counter() - self.start),
+            "padding_fraction": padding_fraction(self.batches, durations) if self.batches else 0.0,
+            "nonfinite_steps": state.nonfinite_steps,
+            "infeasible_utterances": state.infeasible_utterances,
+        }
+        self._write(record)
+        self._reset(state)
+        return {"loss": f"{record['loss']:.3f}", "lr": f"{lr:.2e}"}
+
+    def log_eval(self, step: int, metrics: dict) -> None:
+        if metrics:
+            self._write({"step": step, **metrics})
+
+    def _write(self, record: dict) -> None:
+        if not self.main:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
