@@ -67,7 +67,8 @@ class OptimConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     output_dir: str = "exp/run"
-    max_steps: int = 1000  # optimizer steps
+    max_steps: int = 1000  # optimizer steps (the learning-rate schedule spans these)
+    max_minutes: float = 0.0  # wall-clock budget: evaluate, save and stop once spent; 0 = none
     seed: int = 0
     precision: str = "no"  # "no" (fp32), "bf16" or "fp16" (mixed precision; GPU)
     device: str = "auto"  # "auto" (GPU when present), "cpu" or "cuda"

@@ -27,7 +27,7 @@ from asr_sft.batching import BatchingOptions, DurationBatchSampler, padding_frac
 from asr_sft.config import Config, config_to_dict, save_config
 from asr_sft.features import normalize_waveforms
 from asr_sft.manifest import FilterOptions, filter_rows, read_manifest
-from asr_sft.models.ctc import CTCModelOptions, build_vocab, load_ctc_model
+from asr_sft.models.ctc import CTCModelOptions, build_vocab, load_ctc_model, make_labels
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,7 @@ def load_waves(rows: list[dict]) -> list[torch.Tensor]:
 def collate(rows: list[dict], processor) -> dict:
     """Normalised waveforms, attention mask and CTC labels (pad -> -100) for one micro-batch."""
     input_values, attention_mask = normalize_waveforms(load_waves(rows))
-    tokens = processor.tokenizer([r["text"] for r in rows], padding=True, return_tensors="pt")
-    labels = tokens.input_ids.masked_fill(tokens.attention_mask == 0, -100)
+    labels = make_labels(processor, [r["text"] for r in rows])
     return {"input_values": input_values, "attention_mask": attention_mask, "labels": labels,
             "audio_seconds": sum(r["duration"] for r in rows)}
 
@@ -256,15 +255,18 @@ def train(config: Config, stop_at: int | None = None) -> TrainResult:
     bar = tqdm(total=config.train.max_steps, initial=state.step, disable=not accelerator.is_main_process,
                desc="train")
     durations = [r["duration"] for r in train_rows]
-    while state.step < min(config.train.max_steps, stop_at or config.train.max_steps):
+    deadline = time.monotonic() + 60 * config.train.max_minutes if config.train.max_minutes else None
+    while state.step < config.train.max_steps and state.step != stop_at:
         micro, indices = stream.take(config.optim.grad_accum)
         stats = train_step(model, optimizer, scheduler, micro, accelerator, config, state)
         logger.add(stats, indices)
         bar.update(1)
         if state.step % config.train.log_every == 0:
             bar.set_postfix(logger.flush(state, scheduler.get_last_lr()[0], durations))
-        final = state.step == config.train.max_steps
-        evaluating = state.step % config.train.eval_every == 0 or final
+        timed_out = out_of_time(deadline, accelerator)
+        if timed_out:
+            log.warning("train.max_minutes=%s reached: stopping at step %d", config.train.max_minutes, state.step)
+        evaluating = state.step % config.train.eval_every == 0 or state.step == config.train.max_steps or timed_out
         metrics = {}
         if evaluating and accelerator.is_main_process:
             metrics = evaluate(accelerator.unwrap_model(model), processor, dev_rows, config)
@@ -274,6 +276,8 @@ def train(config: Config, stop_at: int | None = None) -> TrainResult:
         if evaluating or state.step % config.train.save_every == 0 or state.step == stop_at:
             save(accelerator, model, processor, optimizer, scheduler, state, config, metrics)
             accelerator.wait_for_everyone()
+        if timed_out:
+            break
     bar.close()
     logger.close()
     check_replicas_agree(model, accelerator)
@@ -281,6 +285,17 @@ def train(config: Config, stop_at: int | None = None) -> TrainResult:
     best = ckpt.read_pointer(out, "best")  # every process reads the main one's record
     best_wer = ckpt.read_metrics(best).get("dev_wer", math.inf) if best else math.inf
     return TrainResult(out, state.step, best, best_wer, ckpt.read_pointer(out, "latest"))
+
+
+def out_of_time(deadline: float | None, accelerator) -> bool:
+    """Whether the wall-clock budget is spent; under DDP the main process decides for everyone, so
+    all processes stop at the same step."""
+    if deadline is None:
+        return False
+    flag = torch.tensor([float(time.monotonic() > deadline)], device=accelerator.device)
+    if accelerator.num_processes > 1:
+        flag = accelerator.reduce(flag, "max")
+    return bool(flag.item())
 
 
 def check_replicas_agree(model, accelerator) -> None:

@@ -1,0 +1,311 @@
+"""CTC models: any `AutoModelForCTC` checkpoint (wav2vec2, HuBERT, WavLM, data2vec-audio).
+
+Text is a sequence of characters; a space between words is the word delimiter "|" (the wav2vec2
+convention) and id 0, "<pad>", is the CTC blank. When the checkpoint has no tokenizer, or a new
+vocabulary is asked for, the output layer (lm_head) is re-initialised to the vocabulary's size.
+Vocabularies are case-sensitive: normalise transcripts (asr_sft.text) before building one.
+
+Greedy decoding: argmax per frame, collapse repeats, drop blanks (and other special tokens),
+"|" -> space. It is the same function for training-time evaluation and `asr-sft decode`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoFeatureExtractor,
+    AutoModelForCTC,
+    Wav2Vec2Config,
+    Wav2Vec2CTCTokenizer,
+    Wav2Vec2FeatureExtractor,
+    Wav2Vec2ForCTC,
+    Wav2Vec2Processor,
+)
+from transformers.utils import cached_file
+
+from asr_sft.audio import SAMPLE_RATE
+from asr_sft.errors import ManifestError, ModelError
+from asr_sft.features import normalize_waveforms, pad_batch, sample_mask
+from asr_sft.models import staged_dir
+
+log = logging.getLogger(__name__)
+
+PAD_TOKEN = "<pad>"  # id 0: the CTC blank, and the padding of label batches
+UNK_TOKEN = "<unk>"  # characters not in the vocabulary
+WORD_DELIMITER = "|"  # stands for the space between words
+SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN, WORD_DELIMITER)  # ids 0, 1, 2 of a vocabulary we build
+
+# Randomly initialised wav2vec2 shapes (`init_ctc_model`). Every front end downsamples 320x:
+# 16,000 samples/s -> 50 frames/s, as wav2vec2 does. Layer norm in every conv layer
+# (feat_extract_norm="layer") keeps each utterance's output independent of the padding in its batch.
+SIZES = {
+    # ~0.1 M parameters: for tests only.
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                 conv_dim=(32, 32, 32), conv_stride=(10, 8, 4), conv_kernel=(20, 8, 4),
+                 num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, do_stable_layer_norm=False),
+    # ~5 M parameters, trainable on a CPU. wav2vec2's standard front end (7 convs, the first at 3,200
+    # frames/s) costs most of the CPU time at this size; this one runs its first conv at 1,600
+    # frames/s with 128 channels and reaches 50 frames/s in 3 layers (receptive field 330 samples).
+    # Measured on a 2-core CPU, 6 x 10 s, encoder frozen: forward+backward 1.9 s, vs 6.6 s with the
+    # standard 512 x 7 front end and 2.7 s with 128 x 7 at the same transformer size.
+    "small": dict(hidden_size=256, num_hidden_layers=6, num_attention_heads=4, intermediate_size=1024,
+                  conv_dim=(128, 128, 128), conv_stride=(10, 8, 4), conv_kernel=(20, 8, 4),
+                  num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16,
+                  # Pre-layer-norm transformer: trains stably from scratch at a high learning rate.
+                  do_stable_layer_norm=True),
+    # wav2vec2-base's shape (~95 M parameters) and standard front end.
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                 conv_dim=(512,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+                 num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16, do_stable_layer_norm=False),
+}
+
+
+@dataclass(frozen=True)
+class CTCModelOptions:
+    # Keep the convolutional feature encoder fixed: the standard for fine-tuning (it saves memory
+    # and time and rarely costs accuracy).
+    freeze_feature_encoder: bool = True
+    # SpecAugment, applied by the model in training mode only (through its config).
+    mask_time_prob: float = 0.05  # fraction of frames that start a time mask
+    mask_time_length: int = 10  # frames per time mask (20 ms each)
+    mask_feature_prob: float = 0.0  # fraction of hidden channels that start a channel mask
+    mask_feature_length: int = 10  # channels per channel mask
+    # Probability of skipping each transformer layer in training; 0 under DDP, where skipped
+    # layers break gradient synchronisation.
+    layerdrop: float = 0.0
+    # Hidden, attention and activation dropout; None keeps the checkpoint's.
+    dropout: float | None = None
+    ctc_loss_reduction: str = "mean"  # "mean": per-utterance loss divided by its label length
+    ctc_zero_infinity: bool = True  # an utterance too short for its labels gives loss 0, not inf
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+
+    def __post_init__(self):
+        for name in ("mask_time_prob", "mask_feature_prob", "layerdrop") + (
+            ("dropout",) if self.dropout is not None else ()
+        ):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"CTCModelOptions.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.mask_time_length < 1 or self.mask_feature_length < 1:
+            raise ValueError("CTCModelOptions mask lengths must be >= 1")
+        if self.ctc_loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"ctc_loss_reduction must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}")
+
+    def config_overrides(self) -> dict:
+        """The options that live in the model config (what from_pretrained accepts as kwargs)."""
+        overrides = dict(
+            mask_time_prob=self.mask_time_prob, mask_time_length=self.mask_time_length,
+            mask_feature_prob=self.mask_feature_prob, mask_feature_length=self.mask_feature_length,
+            layerdrop=self.layerdrop, ctc_loss_reduction=self.ctc_loss_reduction,
+            ctc_zero_infinity=self.ctc_zero_infinity,
+        )
+        if self.dropout is not None:
+            overrides.update(hidden_dropout=self.dropout, attention_dropout=self.dropout,
+                             activation_dropout=self.dropout)
+        return overrides
+
+
+# --- vocabulary and processor ---------------------------------------------------------------------
+def build_vocab(texts: Iterable[str]) -> dict[str, int]:
+    """Character vocabulary of `texts`: <pad>=0 (blank), <unk>=1, "|"=2 (space), then every other
+    character in sorted (code point) order. Whitespace of any kind counts as a word boundary."""
+    chars: set[str] = set()
+    count = 0
+    for i, text in enumerate(texts):
+        if WORD_DELIMITER in text:
+            raise ManifestError(
+                f"transcript {i} ({text[:60]!r}) contains {WORD_DELIMITER!r}, the CTC word delimiter; "
+                "remove it from the text first"
+            )
+        chars.update("".join(text.split()))
+        count += 1
+    if not chars:
+        raise ManifestError(f"no characters to build a vocabulary from ({count} transcripts, all empty)")
+    return {**{t: i for i, t in enumerate(SPECIAL_TOKENS)},
+            **{c: i for i, c in enumerate(sorted(chars), start=len(SPECIAL_TOKENS))}}
+
+
+def make_tokenizer(vocab: dict[str, int]) -> Wav2Vec2CTCTokenizer:
+    """A CTC character tokenizer for `vocab` (which must hold <pad>, <unk> and "|")."""
+    missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+    if missing:
+        raise ModelError(f"CTC vocabulary lacks the special token(s) {missing}")
+    if sorted(vocab.values()) != list(range(len(vocab))):
+        raise ModelError("CTC vocabulary ids must be 0..N-1, each used once")
+    with tempfile.TemporaryDirectory() as tmp:  # the tokenizer reads its vocabulary from a file
+        path = Path(tmp) / "vocab.json"
+        path.write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+        # bos/eos None: a CTC vocabulary has neither, and naming them would add tokens to it.
+        return Wav2Vec2CTCTokenizer(str(path), bos_token=None, eos_token=None, unk_token=UNK_TOKEN,
+                                    pad_token=PAD_TOKEN, word_delimiter_token=WORD_DELIMITER)
+
+
+def make_feature_extractor() -> Wav2Vec2FeatureExtractor:
+    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLE_RATE, padding_value=0.0,
+                                    do_normalize=True, return_attention_mask=True)
+
+
+def make_processor(vocab: dict[str, int], out_dir: str | Path | None = None) -> Wav2Vec2Processor:
+    """Tokenizer for `vocab` + 16 kHz normalising feature extractor; saved to out_dir if given."""
+    processor = Wav2Vec2Processor(feature_extractor=make_feature_extractor(), tokenizer=make_tokenizer(vocab))
+    if out_dir is not None:
+        processor.save_pretrained(str(out_dir))
+    return processor
+
+
+def make_labels(processor: Wav2Vec2Processor, texts: Sequence[str]) -> torch.Tensor:
+    """(B, L) int64 character ids, "|" between words, padded with -100 (ignored by the CTC loss)."""
+    tokens = [processor.tokenizer(" ".join(t.split())).input_ids for t in texts]
+    labels = torch.full((len(tokens), max(map(len, tokens), default=0)), -100, dtype=torch.long)
+    for i, ids in enumerate(tokens):
+        labels[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return labels
+
+
+# --- loading --------------------------------------------------------------------------------------
+def _has_file(name_or_path: str, filename: str) -> bool:
+    if Path(name_or_path).is_dir():
+        return (Path(name_or_path) / filename).is_file()
+    return cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False) is not None
+
+
+def load_ctc_model(
+    name_or_path: str | Path, vocab: dict[str, int] | None = None, options: CTCModelOptions = CTCModelOptions()
+) -> tuple[torch.nn.Module, Wav2Vec2Processor]:
+    """(model, processor) of a CTC checkpoint (hub id or local folder).
+
+    With `vocab` different from the checkpoint's tokenizer, or when the checkpoint has no tokenizer,
+    the processor gets a tokenizer for `vocab` and the model a freshly initialised lm_head of that
+    size; every other weight is the checkpoint's.
+    """
+    name = str(name_or_path)
+    try:
+        if not _has_file(name, "config.json"):
+            raise ModelError(f"{name}: no model there (no config.json in the folder or the hub cache)")
+        has_tokenizer = _has_file(name, "vocab.json")
+        if vocab is None and not has_tokenizer:
+            raise ModelError(f"{name}: the checkpoint has no tokenizer (vocab.json); pass a vocabulary "
+                             "(e.g. build_vocab of the training transcripts)")
+        model = AutoModelForCTC.from_pretrained(name, **options.config_overrides())
+        feature_extractor = (AutoFeatureExtractor.from_pretrained(name)
+                             if _has_file(name, "preprocessor_config.json") else make_feature_extractor())
+        tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(name) if has_tokenizer else None
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{name}: cannot load a CTC model ({err})") from err
+    if vocab is not None and (tokenizer is None or tokenizer.get_vocab() != vocab):
+        tokenizer = make_tokenizer(vocab)
+        reset_head(model, len(vocab))
+    elif len(tokenizer) > model.lm_head.out_features:
+        raise ModelError(f"{name}: tokenizer has {len(tokenizer)} tokens but the model only "
+                         f"{model.lm_head.out_features} outputs")
+    model.config.pad_token_id = tokenizer.pad_token_id  # the CTC blank
+    if options.freeze_feature_encoder:
+        model.freeze_feature_encoder()
+    if options.gradient_checkpointing:  # renamed activation checkpointing in transformers 5.x
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
+    return model, Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+
+
+def reset_head(model: torch.nn.Module, vocab_size: int) -> None:
+    """Replace model.lm_head by a new (hidden -> vocab_size) layer, initialised like the model's own
+    (normal(0, initializer_range) weights, zero bias), and record the size in the config."""
+    old = model.lm_head
+    head = torch.nn.Linear(old.in_features, vocab_size, device=old.weight.device, dtype=old.weight.dtype)
+    torch.nn.init.normal_(head.weight, mean=0.0, std=model.config.initializer_range)
+    torch.nn.init.zeros_(head.bias)
+    model.lm_head = head
+    model.config.vocab_size = vocab_size
+    log.info("re-initialised the CTC head (lm_head): %d -> %d outputs", old.out_features, vocab_size)
+
+
+# --- random initialisation ------------------------------------------------------------------------
+def init_ctc_model(
+    out_dir: str | Path, size: str = "tiny", vocab: dict[str, int] | None = None,
+    texts: Iterable[str] | None = None, seed: int = 0, overwrite: bool = False,
+) -> Path:
+    """Write a randomly initialised wav2vec2 CTC model of `size` (a SIZES key) + processor to
+    out_dir (safetensors), loadable with from_pretrained. The vocabulary is `vocab`, or built from
+    `texts`. The folder appears complete or not at all."""
+    if size not in SIZES:
+        raise ModelError(f"unknown wav2vec2 size {size!r}; choose one of {', '.join(SIZES)}")
+    if vocab is None:
+        if texts is None:
+            raise ModelError("init_ctc_model needs a vocabulary or the transcripts to build one from")
+        vocab = build_vocab(texts)
+    processor = make_processor(vocab)
+    defaults = CTCModelOptions()
+    config = Wav2Vec2Config(
+        vocab_size=len(vocab), pad_token_id=vocab[PAD_TOKEN], bos_token_id=None, eos_token_id=None,
+        feat_extract_norm="layer", architectures=["Wav2Vec2ForCTC"],
+        **defaults.config_overrides(), **SIZES[size],
+    )
+    torch.manual_seed(seed)
+    model = Wav2Vec2ForCTC(config)
+    with staged_dir(out_dir, overwrite) as tmp:
+        model.save_pretrained(str(tmp))
+        processor.save_pretrained(str(tmp))
+    n = sum(p.numel() for p in model.parameters())
+    log.info("wrote a random %s wav2vec2 CTC model (%.2f M parameters, %d tokens) to %s",
+             size, n / 1e6, len(vocab), out_dir)
+    return Path(out_dir)
+
+
+# --- decoding -------------------------------------------------------------------------------------
+def greedy_decode(
+    ids: torch.Tensor, lengths: torch.Tensor | None, id_to_token: dict[int, str], blank_id: int,
+    skip_ids: Iterable[int] = (),
+) -> list[str]:
+    """Best-path CTC decoding of (B, frames) argmax ids, the first lengths[b] frames of each row:
+    collapse repeats, drop the blank (and skip_ids), map "|" to a space, squeeze spaces."""
+    skip = set(skip_ids) | {blank_id}
+    texts = []
+    for b, row in enumerate(ids.tolist()):
+        row = row if lengths is None else row[: int(lengths[b])]
+        collapsed = [t for i, t in enumerate(row) if i == 0 or t != row[i - 1]]
+        chars = [id_to_token[t] for t in collapsed if t not in skip]
+        texts.append(" ".join("".join(chars).replace(WORD_DELIMITER, " ").split()))
+    return texts
+
+
+def model_inputs(processor: Wav2Vec2Processor,
+                 waves: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_values (B, T) as the checkpoint's feature extractor makes them (computed with torch, on
+    the waves' device) and the (B, T) int64 mask of real samples."""
+    if processor.feature_extractor.do_normalize:
+        return normalize_waveforms(list(waves))
+    values, lengths = pad_batch(list(waves))
+    return values, sample_mask(lengths, values.shape[1]).long()
+
+
+@torch.inference_mode()
+def decode_batch(model: torch.nn.Module, processor: Wav2Vec2Processor,
+                 waves: Sequence[torch.Tensor]) -> list[str]:
+    """Greedy transcripts of 16 kHz mono waves (samples,), computed on the model's device and dtype.
+
+    The model is put in eval mode for the call (no dropout, no SpecAugment) and restored after.
+    """
+    param = next(model.parameters())
+    values, mask = model_inputs(processor, [w.to(param.device) for w in waves])
+    # Checkpoints whose extractor says return_attention_mask=False (group-norm wav2vec2-base) were
+    # trained on zero padding without a mask, and are meant to be run that way.
+    attention_mask = mask if processor.feature_extractor.return_attention_mask else None
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(values.to(param.dtype), attention_mask=attention_mask).logits
+    finally:
+        model.train(was_training)
+    frames = model._get_feat_extract_output_lengths(mask.sum(dim=1)).clamp(max=logits.shape[1])
+    tokenizer = processor.tokenizer
+    id_to_token = {i: t for t, i in tokenizer.get_vocab().items()}
+    specials = [tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens
+                if t != WORD_DELIMITER]
+    ids = logits.argmax(dim=-1).cpu()
+    return greedy_decode(ids, frames.cpu(), id_to_token, tokenizer.pad_token_id, specials)
