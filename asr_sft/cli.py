@@ -147,6 +147,11 @@ def _add_synth(sub) -> None:
     p.add_argument("--splits", default="train=0.8,dev=0.1,test=0.1", type=_parse_synth_splits,
                    help="speakers of each accent per split: fractions, or whole counts summing to "
                         "--speakers-per-accent (default: train=0.8,dev=0.1,test=0.1)")
+    p.add_argument("--sentence-seed", type=int, default=None,
+                   help="seed of the sentence generator (default: --seed)")
+    p.add_argument("--sentence-offset", type=int, default=0,
+                   help="skip the generator's first N sentences for this seed (e.g. a base model's "
+                        "training text) (default: 0)")
     p.add_argument("--sentences", type=Path, default=None,
                    help="text file, one sentence per line (Harvard '\"text\",' lines accepted); "
                         "default: the built-in sentence generator")
@@ -171,6 +176,8 @@ def _run_synth(args) -> int:
         chapters_per_speaker=args.chapters_per_speaker,
         splits=args.splits,
         sentences=None if args.sentences is None else str(args.sentences),
+        sentence_offset=args.sentence_offset,
+        sentence_seed=args.sentence_seed,
         sample_rate=args.sample_rate,
         seed=args.seed,
         num_workers=args.num_workers,
@@ -426,8 +433,161 @@ def _run_train(args) -> int:
     return 0
 
 
+# --- score ----------------------------------------------------------------------------------------
+def _add_score(sub) -> None:
+    p = sub.add_parser(
+        "score",
+        help="score a decode output: WER/CER with S/D/I, icefall-style recogs/errs/wer-summary + wer.json",
+        **_parser_kwargs("asr-sft score --hyps exp/run/decode/test-clean/hyps.jsonl "
+                         "--normalizer librispeech --out exp/run/decode/test-clean"),
+    )
+    p.add_argument("--hyps", type=Path, required=True,
+                   help="hypotheses: hyps.jsonl (from asr-sft decode), Kaldi text or sclite .trn")
+    p.add_argument("--manifest", type=Path, default=None,
+                   help="references by id from this manifest (needed unless --hyps is a hyps.jsonl with refs)")
+    p.add_argument("--normalizer", default="librispeech",
+                   help="text normaliser: whisper_en, whisper_basic, librispeech, none (default: librispeech, "
+                        "as the training loop's dev WER)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the score files")
+    p.add_argument("--name", default=None,
+                   help="name in file names and the summary (default: the folder of hyps.jsonl, or the "
+                        "file's stem)")
+    p.set_defaults(func=_run_score)
+
+
+def _run_score(args) -> int:
+    from asr_sft.benchmark import score_file
+    from asr_sft.report import summary_line, write_score_files
+
+    name = args.name or (args.hyps.parent.name if args.hyps.name == "hyps.jsonl" else args.hyps.stem) or "test"
+    scores = score_file(args.hyps, args.manifest, normalizer=args.normalizer)
+    info = {"hyps": str(args.hyps.absolute()),
+            "manifest": None if args.manifest is None else str(args.manifest.absolute())}
+    write_score_files(args.out, scores, name, info)
+    print(summary_line(name, scores))
+    return 0
+
+
+# --- bench ----------------------------------------------------------------------------------------
+def _add_bench(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="compare systems on test sets: WER with intervals, groups, paired tests, speed, report.md",
+        **_parser_kwargs("asr-sft bench --system base=exp/base --system tuned=exp/tuned "
+                         "--system whisper=hyps.trn --testset clean=m1.jsonl --testset accented=m2.jsonl "
+                         "--normalizer whisper_en --group-by speaker,accent --out exp/bench"),
+    )
+    p.add_argument("--system", action="append", required=True, metavar="NAME=PATH",
+                   help="repeatable. PATH: a model folder, hub id or builtin:<name> (decoded here), or a "
+                        "hypothesis file (hyps.jsonl, Kaldi text, sclite .trn) holding every test set's "
+                        "utterances; NAME@TESTSET=FILE gives one test set's hypotheses")
+    p.add_argument("--testset", action="append", required=True, metavar="NAME=MANIFEST", help="repeatable")
+    p.add_argument("--out", type=Path, required=True, help="folder for results.json, report.md, ...")
+    p.add_argument("--normalizer", default="whisper_en",
+                   help="whisper_en, whisper_basic, librispeech or none (default: whisper_en); raw WER "
+                        "(none) is always reported beside it")
+    p.add_argument("--group-by", default="accent,gender,corpus,duration_bucket",
+                   help="comma-separated manifest fields to break WER down by ('' for none; default: "
+                        "accent,gender,corpus,duration_bucket)")
+    p.add_argument("--resamples", type=_count, default=1000, help="bootstrap resamples (default: 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    p.add_argument("--min-speakers", type=int, default=5,
+                   help="flag groups with fewer speakers (default: 5)")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+    p.add_argument("--batch-size", type=_count, default=16, help="decoding: utterances per batch (default: 16)")
+    p.add_argument("--max-batch-seconds", type=float, help="decoding: padded audio seconds per batch at most")
+    p.add_argument("--device", default="auto", help="decoding: auto, cpu, cuda, cuda:1, ... (default: auto)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--num-beams", type=_count, default=1, help="Whisper beam width (default: 1, greedy)")
+    p.add_argument("--max-new-tokens", type=_count, default=224, help="Whisper: tokens per utterance at most")
+    p.add_argument("--language", default="en", help="Whisper prefix language (default: en)")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="do not decode a warm-up batch before timing (RTFx then includes start-up costs)")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args) -> int:
+    import logging
+
+    from asr_sft.benchmark import BenchOptions, run_benchmark
+    from asr_sft.errors import ScoringError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    testsets = dict(_name_value(item, "--testset") for item in args.testset)
+    if len(testsets) < len(args.testset):
+        raise ScoringError("a --testset name is given twice")
+    options = BenchOptions(normalizer=args.normalizer, group_by=tuple(f.strip() for f in args.group_by.split(",")
+                                                                      if f.strip()),
+                           resamples=args.resamples, seed=args.seed, min_speakers=args.min_speakers,
+                           plots=args.plots)
+    systems = _bench_systems(args.system)
+    decode_options = None
+    if any(s.model for s in systems):
+        from asr_sft.decode import DecodeOptions
+
+        decode_options = DecodeOptions(batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds,
+                                       device=args.device, dtype=args.dtype, num_beams=args.num_beams,
+                                       max_new_tokens=args.max_new_tokens, language=args.language,
+                                       warmup=args.warmup)
+    results = run_benchmark(systems, testsets, args.out, options, decode_options)
+    for r in results["results"]:
+        s, i = r["summary"], r["interval"]
+        rtfx = f", RTFx {r['speed']['rtfx']:.1f}" if r["speed"] and r["speed"]["rtfx"] else ""
+        print(f"{r['testset']} {r['system']}: WER {100 * s['wer']:.2f}% [{100 * i['low']:.2f}, "
+              f"{100 * i['high']:.2f}] (raw {100 * r['raw']['wer']:.2f}%), CER {100 * s['cer']:.2f}%{rtfx}"
+              if s["wer"] is not None else f"{r['testset']} {r['system']}: no reference words")
+    for p in results["paired"]:
+        print(f"{p['testset']} {p['system_a']} vs {p['system_b']}: {p['verdict']}")
+    for w in results["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"report: {args.out / 'report.md'}; everything: {args.out / 'results.json'}")
+    return 0
+
+
+def _name_value(item: str, option: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        from asr_sft.errors import ScoringError
+
+        raise ScoringError(f"{option} wants NAME=VALUE, got {item!r}")
+    return name.strip(), value.strip()
+
+
+def _bench_systems(items: list[str]) -> list:
+    """--system values -> benchmark Systems: an existing file (or NAME@TESTSET=FILE) is hypotheses,
+    as is a decode folder (hyps.jsonl, no config.json); anything else is a model (folder, hub id,
+    builtin:<name>)."""
+    from asr_sft.benchmark import ALL_TESTSETS, System
+    from asr_sft.errors import ScoringError
+
+    def hyp_file(path: str) -> str | None:
+        folder = Path(path)
+        if folder.is_dir() and (folder / "hyps.jsonl").is_file() and not (folder / "config.json").exists():
+            return str(folder / "hyps.jsonl")
+        return path if folder.is_file() else None
+
+    models: dict[str, str] = {}
+    files: dict[str, list[tuple[str, str]]] = {}
+    for item in items:
+        key, path = _name_value(item, "--system")
+        name, at, testset = key.partition("@")
+        if at:
+            if hyp_file(path) is None:
+                raise ScoringError(f"--system {item}: no hypothesis file {path}")
+            files.setdefault(name, []).append((testset, hyp_file(path)))
+        elif hyp_file(path):
+            files.setdefault(name, []).append((ALL_TESTSETS, hyp_file(path)))
+        elif name in models:
+            raise ScoringError(f"--system {name}: two models given")
+        else:
+            models[name] = path
+    names = list(dict.fromkeys([_name_value(i, "--system")[0].partition("@")[0] for i in items]))
+    return [System(n, model=models.get(n), hyp_files=tuple(files.get(n, ()))) for n in names]
+
+
 # --------------------------------------------------------------------------------------------------
 _SUBCOMMANDS = [_add_download, _add_prepare, _add_synth, _add_validate, _add_features, _add_init_model, _add_decode,
+               _add_score, _add_bench,
                _add_train]
 
 

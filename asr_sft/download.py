@@ -8,7 +8,10 @@ destination; a `<archive name>.extracted` marker in the destination, written las
 skip it (an extraction cut short has no marker and is redone).
 
 The base URL comes from the `mirror` argument, else the ASR_SFT_MIRROR environment variable, else
-`asr_sft.corpora.librispeech.BASE_URL`.
+`asr_sft.corpora.librispeech.BASE_URL`. A private mirror whose archives differ from OpenSLR's (or a
+test serving synthetic ones) names a JSON file of their digests in ASR_SFT_LIBRISPEECH_CHECKSUMS,
+`{"dev-clean": {"md5": "...", "sha256": "..."}, ...}`: a split listed there is verified against
+those digests instead of the table's (give one or both; the other is then not checked).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import json
 import logging
 import os
 import re
@@ -25,7 +29,7 @@ import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
@@ -37,6 +41,7 @@ from asr_sft.errors import ArchiveError, DownloadError
 log = logging.getLogger(__name__)
 
 MIRROR_ENV = "ASR_SFT_MIRROR"  # environment variable holding a base URL that replaces BASE_URL
+CHECKSUMS_ENV = "ASR_SFT_LIBRISPEECH_CHECKSUMS"  # JSON file of digests that replace the table's, per split
 CHUNK_BYTES = 1 << 20  # bytes read from the socket (and from disk when hashing) at a time
 HASH_ALGORITHMS = ("md5", "sha256")  # every digest we record; a spec may give either or both
 RETRY_HTTP_CODES = frozenset({408, 429})  # client-side codes that are transient (plus every 5xx)
@@ -98,7 +103,35 @@ def select_splits(names: str | Iterable[str]) -> list[librispeech.ArchiveSpec]:
         raise DownloadError(f"unknown LibriSpeech split(s): {', '.join(unknown)}; valid: {valid}")
     if not names:
         raise DownloadError(f"no LibriSpeech split given; valid: {valid}")
-    return [librispeech.SPLITS[n] for n in dict.fromkeys(names)]
+    overrides = read_checksum_overrides(os.environ.get(CHECKSUMS_ENV))
+    return [overrides.get(n, librispeech.SPLITS[n]) for n in dict.fromkeys(names)]
+
+
+def read_checksum_overrides(path: str | Path | None) -> dict[str, librispeech.ArchiveSpec]:
+    """Specs whose digests come from a JSON file `{split: {"md5": ..., "sha256": ...}}` (see the
+    module docstring); {} when `path` is None or empty. Raises DownloadError naming the file for
+    anything it cannot use, so a typo never silently falls back to the table's digests."""
+    if not path:
+        return {}
+    try:
+        table = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DownloadError(f"{path} (${CHECKSUMS_ENV}): cannot read a JSON checksum table ({err})") from err
+    if not isinstance(table, dict):
+        raise DownloadError(f"{path} (${CHECKSUMS_ENV}): expected a JSON object {{split: digests}}")
+    specs = {}
+    for split, digests in table.items():
+        if split not in librispeech.SPLITS:
+            raise DownloadError(f"{path} (${CHECKSUMS_ENV}): unknown split {split!r}; valid: "
+                                f"{', '.join(librispeech.SPLITS)}")
+        usable = (isinstance(digests, dict) and digests and set(digests) <= set(HASH_ALGORITHMS)
+                  and all(isinstance(d, str) and d for d in digests.values()))
+        if not usable:
+            raise DownloadError(f"{path} (${CHECKSUMS_ENV}): {split}: expected "
+                                f"{{\"md5\": ..., \"sha256\": ...}} (one or both), got {digests!r}")
+        specs[split] = replace(librispeech.SPLITS[split], md5=digests.get("md5"),
+                               sha256=digests.get("sha256"))
+    return specs
 
 
 # --- digests and markers --------------------------------------------------------------------------

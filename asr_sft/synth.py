@@ -77,6 +77,10 @@ class SynthOptions:
     splits: tuple[tuple[str, float], ...] = (("train", 0.8), ("dev", 0.1), ("test", 0.1))
     chapters_per_speaker: int = 1
     num_workers: int = 1  # processes; output is identical for any value
+    # Skip the generator's first N sentences for this seed, e.g. those a base model was trained on,
+    # so that its evaluation and adaptation sets hold only sentences it has never heard.
+    sentence_offset: int = 0
+    sentence_seed: int | None = None  # seed of the sentence generator; None: `seed`
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,9 @@ def _sentence_pools(options: SynthOptions, needed: dict[str, int]) -> dict[str, 
     are shared out in proportion to each split's utterances and reused within a split if short."""
     total = sum(needed.values())
     if options.sentences is None:
-        unique = sentence_source.generate_sentences(total, options.seed)
+        seed = options.seed if options.sentence_seed is None else options.sentence_seed
+        unique = sentence_source.generate_sentences(options.sentence_offset + total, seed)
+        unique = unique[options.sentence_offset:]
     else:
         lines = sentence_source.read_sentence_file(options.sentences)
         by_text = {}
@@ -477,6 +483,11 @@ def _record(options: SynthOptions) -> dict:
     """What the folder's content depends on (not num_workers: output is the same for any)."""
     fields = asdict(options)
     del fields["num_workers"]
+    # Left out at their defaults, so records written before these options existed stay valid.
+    if options.sentence_offset == 0:
+        del fields["sentence_offset"]
+    if options.sentence_seed is None:
+        del fields["sentence_seed"]
     fields["accents"], fields["splits"] = list(options.accents), [list(p) for p in options.splits]
     if options.sentences is not None:
         fields["sentences"] = str(options.sentences)

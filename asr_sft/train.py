@@ -25,9 +25,8 @@ from asr_sft import checkpoint as ckpt
 from asr_sft.audio import load_audio
 from asr_sft.batching import BatchingOptions, DurationBatchSampler, padding_fraction
 from asr_sft.config import Config, config_to_dict, save_config
-from asr_sft.features import normalize_waveforms
 from asr_sft.manifest import FilterOptions, filter_rows, read_manifest
-from asr_sft.models.ctc import CTCModelOptions, build_vocab, load_ctc_model, make_labels
+from asr_sft.models.ctc import CTCModelOptions, build_vocab, load_ctc_model, make_labels, model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +70,21 @@ def load_waves(rows: list[dict]) -> list[torch.Tensor]:
 
 
 def collate(rows: list[dict], processor) -> dict:
-    """Normalised waveforms, attention mask and CTC labels (pad -> -100) for one micro-batch."""
-    input_values, attention_mask = normalize_waveforms(load_waves(rows))
-    labels = make_labels(processor, [r["text"] for r in rows])
-    return {"input_values": input_values, "attention_mask": attention_mask, "labels": labels,
-            "audio_seconds": sum(r["duration"] for r in rows)}
+    """Model inputs exactly as decoding builds them (asr_sft.models.ctc.model_inputs) and CTC labels
+    (pad -> -100) for one micro-batch, plus two bookkeeping entries the loop pops: the real-sample
+    mask and the audio seconds."""
+    values, mask = model_inputs(processor, load_waves(rows))
+    batch = {"input_values": values, "labels": make_labels(processor, [r["text"] for r in rows])}
+    # Group-norm checkpoints (wav2vec2-base) were trained without a mask and decode without one.
+    if processor.feature_extractor.return_attention_mask:
+        batch["attention_mask"] = mask
+    return {**batch, "sample_mask": mask, "audio_seconds": sum(r["duration"] for r in rows)}
 
 
 def count_infeasible(model, batch: dict) -> int:
     """Utterances whose labels cannot fit the model's output frames (CTC needs a blank between
     repeated characters): their loss is infinite and zero_infinity turns it into 0."""
-    frames = model._get_feat_extract_output_lengths(batch["attention_mask"].sum(-1))
+    frames = model._get_feat_extract_output_lengths(batch["sample_mask"].sum(-1))
     labels = batch["labels"]
     valid = labels >= 0
     repeats = ((labels[:, 1:] == labels[:, :-1]) & valid[:, 1:]).sum(-1)
@@ -117,6 +120,7 @@ def train_step(model, optimizer, scheduler, micro_batches: list[dict], accelerat
     for i, batch in enumerate(micro_batches):
         state.infeasible_utterances += count_infeasible(accelerator.unwrap_model(model), batch)
         state.audio_seconds += batch.pop("audio_seconds")
+        batch.pop("sample_mask")
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         # DDP: only the last micro-batch all-reduces gradients.
         sync = accelerator.no_sync(model) if i < len(micro_batches) - 1 else contextlib.nullcontext()

@@ -4,7 +4,9 @@
 
 Prints wall and CPU seconds for normalise + align + aggregate with each normaliser (no bootstrap),
 jiwer 4's process_words on the same text as a baseline, and the bootstrap, group and paired tests
-with 1,000 resamples. References are LibriSpeech-style (upper case, no punctuation); hypotheses
+with 1,000 resamples, then checks the targets (CPU seconds on one core): scoring 100,000
+utterances <= SCORING_TARGET_S with every normaliser, and 1,000 bootstrap resamples over 100,000
+utterances <= BOOTSTRAP_TARGET_S (--check: exit status 1 when one is missed). References are LibriSpeech-style (upper case, no punctuation); hypotheses
 are Whisper-style (sentence case, commas, final period) with ~10% word errors, and 5% of each
 have numbers ("TWENTY FIVE" vs "25") or contractions ("DON'T" vs "do not"), so that whisper_en
 takes its slower paths some of the time, as on real output.
@@ -21,6 +23,8 @@ import argparse  # noqa: E402
 import random  # noqa: E402
 import time  # noqa: E402
 
+SCORING_TARGET_S = 5.0  # CPU seconds, one core: normalise + align + aggregate 100,000 utterances
+BOOTSTRAP_TARGET_S = 10.0  # CPU seconds, one core: 1,000 resamples over 100,000 utterances
 SPEAKERS = 1000
 ACCENTS = ("us", "england", "scotland", "india", "nigeria")
 NUMBERS = [("TWENTY FIVE", "25"), ("NINETEEN NINETY NINE", "1999"), ("THREE HUNDRED", "300"),
@@ -91,6 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--utterances", type=int, default=100_000)
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--check", action="store_true", help="exit with status 1 when a target is missed")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
@@ -140,8 +145,9 @@ def main() -> None:
     print(f"\nbootstrap, {args.resamples} resamples over {len(scores)} utterances")
     timed(f"  bootstrap_wer, {SPEAKERS} speaker clusters",
           lambda: scoring.bootstrap_wer(scores, resamples=args.resamples, seed=0))
-    timed(f"  bootstrap_wer, {len(scores)} utterance clusters (no speakers)",
-          lambda: scoring.bootstrap_wer(scores, resamples=args.resamples, seed=0, cluster_field=None))
+    _, bootstrap_cpu = timed(f"  bootstrap_wer, {len(scores)} utterance clusters (no speakers)",
+                             lambda: scoring.bootstrap_wer(scores, resamples=args.resamples, seed=0,
+                                                           cluster_field=None))
     timed(f"  group_breakdown by accent ({len(ACCENTS)} groups)",
           lambda: scoring.group_breakdown(scores, "accent", resamples=args.resamples, seed=0))
     timed(f"  group_breakdown by speaker ({SPEAKERS} groups)",
@@ -151,6 +157,19 @@ def main() -> None:
                     lambda: scoring.paired_bootstrap(scores, scores_b, resamples=args.resamples, seed=0))
     print(f"{'':<60}delta {100 * test.delta:+.2f} points [{100 * test.low:+.2f}, {100 * test.high:+.2f}] "
           f"p={test.p_value:.4f}")
+
+    # Targets are for 100,000 utterances and 1,000 resamples; other sizes are scaled linearly.
+    scale = args.utterances / 100_000
+    checks = [(f"score_texts normalizer={name}", cpu, SCORING_TARGET_S * scale) for name, (_, cpu) in results.items()]
+    checks.append(("bootstrap, utterance clusters", bootstrap_cpu,
+                   BOOTSTRAP_TARGET_S * scale * args.resamples / 1000))
+    print("\ntargets (cpu seconds on one core; a busy machine inflates them)")
+    missed = 0
+    for label, cpu, target in checks:
+        missed += cpu > target
+        print(f"  {label:<56} {cpu:6.2f} s  <= {target:5.2f} s  {'ok' if cpu <= target else 'MISSED'}")
+    if args.check and missed:
+        raise SystemExit(1)
 
 
 def _score(scoring, refs, hyps, normalizer, fields):

@@ -261,3 +261,17 @@ def test_whisper_decode_batch(tiny_whisper_dir):
                             max_new_tokens=4)
     assert len(texts) == 2 and all(isinstance(t, str) and t == t.strip() for t in texts)
     assert all("<|" not in t for t in texts)  # special tokens are not text
+
+
+def test_fp16_checkpoint_loads_as_float32(tmp_path):
+    """transformers 5 keeps a checkpoint's dtype by default; training needs float32 master weights."""
+    from asr_sft.models.ctc import build_vocab, init_ctc_model, load_ctc_model
+    from transformers import AutoModelForCTC
+
+    src = init_ctc_model(tmp_path / "m32", "tiny", vocab=build_vocab(["AB C"]), seed=0)
+    half = AutoModelForCTC.from_pretrained(src, dtype=torch.float16)
+    half.save_pretrained(tmp_path / "m16")
+    for name in ("vocab.json", "tokenizer_config.json", "processor_config.json"):
+        (tmp_path / "m16" / name).write_bytes((src / name).read_bytes())
+    model, _ = load_ctc_model(tmp_path / "m16")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

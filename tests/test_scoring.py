@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asr_sft import scoring
+from asr_sft import alignment
+from asr_sft.alignment import align_batch, align_chars, align_words
 from asr_sft.errors import ScoringError
-from asr_sft.scoring import (align_batch, align_chars, align_words, bootstrap_wer, duration_bucket,
-                             group_breakdown, paired_bootstrap, score_rows, score_texts, trn_id,
-                             write_errs, write_recogs, write_trn, write_wer_summary)
+from asr_sft.report import trn_id, write_errs, write_recogs, write_trn, write_wer_summary
+from asr_sft.scoring import (bootstrap_wer, duration_bucket, group_breakdown, paired_bootstrap, score_rows,
+                             score_texts)
 
 SCTK = shutil.which("sctk")
 
@@ -103,7 +104,7 @@ def test_alignment_pairs_show_both_sides():
 
 def test_vectorised_alignment_equals_cell_by_cell_oracle(monkeypatch):
     # Tiny chunks force many batches with padding of different widths.
-    monkeypatch.setattr(scoring, "DP_CELLS_PER_CHUNK", 500)
+    monkeypatch.setattr(alignment, "DP_CELLS_PER_CHUNK", 500)
     refs, hyps = random_pairs(seed=7, count=600, vocab=list("abcd"), max_len=15)
     ref_words, hyp_words = [r.split() for r in refs], [h.split() for h in hyps]
     ops, counts = align_batch(ref_words, hyp_words)

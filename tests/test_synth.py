@@ -450,3 +450,17 @@ def test_cli_synth_and_pack(tmp_path, capsys):
     assert cli.main(argv) == 0 and "already complete" in capsys.readouterr().out
     assert cli.main(argv[:3] + ["--seed", "4"]) == 2
     assert "other options" in capsys.readouterr().err
+
+
+def test_sentence_offset_skips_a_base_models_text(tmp_path):
+    """A corpus synthesized with sentence_offset=N never repeats the first N generated sentences
+    (the text a base model was trained on), and records the option."""
+    options = SynthOptions(speakers_per_accent=3, utterances_per_speaker=2, seed=9, sentence_seed=5,
+                           sentence_offset=40)
+    result = synthesize_corpus(tmp_path / "c", options)
+    heard = {to_librispeech_text(s) for s in generate_sentences(40, seed=5)}
+    texts = {row["text"] for split in result.manifests.values() for row in read_manifest(split)}
+    assert len(texts) == 6 and not texts & heard
+    assert texts <= {to_librispeech_text(s) for s in generate_sentences(46, seed=5)}
+    with pytest.raises(SynthesisError, match="sentence_offset"):
+        synthesize_corpus(tmp_path / "c", dataclasses.replace(options, sentence_offset=0))

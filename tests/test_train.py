@@ -113,7 +113,7 @@ def test_infeasible_utterances_are_counted(digits):
     model, processor = load_ctc_model(str(digits / "model"))
     mask = torch.ones(2, 1600, dtype=torch.long)  # 0.1 s -> 5 frames at 50 frames/s
     labels = torch.tensor([[5, 6, -100, -100, -100, -100, -100], [5, 5, 5, 6, 7, 8, 9]])
-    assert count_infeasible(model, {"attention_mask": mask, "labels": labels}) == 1
+    assert count_infeasible(model, {"sample_mask": mask, "labels": labels}) == 1
 
 
 def test_lr_schedule_shapes():

@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+from importlib import resources
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +15,29 @@ from transformers import AutoConfig, PreTrainedConfig
 
 from asr_sft.errors import ModelError
 
+# Models shipped inside the package, usable wherever a hub id or folder is: "builtin:<name>".
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_MODELS = {"wav2vec2-small-en-us": "base_model"}  # name -> folder under asr_sft/assets
+
 CTC = "ctc"
 WHISPER = "whisper"
 FAMILIES = (CTC, WHISPER)
+
+
+def resolve_model(name_or_path: str | Path) -> str:
+    """A hub id or folder as given, or the folder of a built-in model ("builtin:<name>")."""
+    name = str(name_or_path)
+    if not name.startswith(BUILTIN_PREFIX):
+        return name
+    key = name.removeprefix(BUILTIN_PREFIX)
+    if key not in BUILTIN_MODELS:
+        raise ModelError(f"unknown built-in model {name!r}; built in: "
+                         + ", ".join(BUILTIN_PREFIX + k for k in BUILTIN_MODELS))
+    folder = Path(str(resources.files("asr_sft") / "assets" / BUILTIN_MODELS[key]))
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"{name}: not in this installation ({folder} is missing); "
+                         "build it with recipes/synthetic_pretrain/run.sh")
+    return str(folder)
 
 
 def config_family(config: PreTrainedConfig) -> str:
@@ -34,7 +55,7 @@ def config_family(config: PreTrainedConfig) -> str:
 def model_family(name_or_path: str) -> str:
     """CTC or WHISPER for a hub id or local checkpoint folder (reads only its config.json)."""
     try:
-        config = AutoConfig.from_pretrained(str(name_or_path))
+        config = AutoConfig.from_pretrained(resolve_model(name_or_path))
     except (OSError, ValueError) as err:
         raise ModelError(f"{name_or_path}: cannot read a model config ({err})") from err
     return config_family(config)

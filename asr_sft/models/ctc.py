@@ -33,7 +33,7 @@ from transformers.utils import cached_file
 from asr_sft.audio import SAMPLE_RATE
 from asr_sft.errors import ManifestError, ModelError
 from asr_sft.features import normalize_waveforms, pad_batch, sample_mask
-from asr_sft.models import staged_dir
+from asr_sft.models import resolve_model, staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def load_ctc_model(
     the processor gets a tokenizer for `vocab` and the model a freshly initialised lm_head of that
     size; every other weight is the checkpoint's.
     """
-    name = str(name_or_path)
+    name = resolve_model(name_or_path)
     try:
         if not _has_file(name, "config.json"):
             raise ModelError(f"{name}: no model there (no config.json in the folder or the hub cache)")
@@ -192,7 +192,9 @@ def load_ctc_model(
         if vocab is None and not has_tokenizer:
             raise ModelError(f"{name}: the checkpoint has no tokenizer (vocab.json); pass a vocabulary "
                              "(e.g. build_vocab of the training transcripts)")
-        model = AutoModelForCTC.from_pretrained(name, **options.config_overrides())
+        # float32 master weights whatever the checkpoint stores (transformers 5 would otherwise keep
+        # an fp16 checkpoint in fp16); mixed precision is accelerate's job.
+        model = AutoModelForCTC.from_pretrained(name, dtype=torch.float32, **options.config_overrides())
         feature_extractor = (AutoFeatureExtractor.from_pretrained(name)
                              if _has_file(name, "preprocessor_config.json") else make_feature_extractor())
         tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(name) if has_tokenizer else None

@@ -61,7 +61,7 @@ def load_whisper_model(
     name = str(name_or_path)
     try:
         processor = WhisperProcessor.from_pretrained(name)
-        model = WhisperForConditionalGeneration.from_pretrained(name)
+        model = WhisperForConditionalGeneration.from_pretrained(name, dtype=torch.float32)  # see ctc.py
     except (OSError, ValueError) as err:
         raise ModelError(f"{name}: cannot load a Whisper model and processor ({err})") from err
     set_prefix(model, processor, language, task)
