@@ -34,6 +34,7 @@ bench:
 	$(PYTHON) bench/bench_features.py
 	$(PYTHON) bench/bench_synth.py
 	$(PYTHON) bench/bench_scoring.py
+	$(PYTHON) bench/bench_train.py
 
 # Downloads LibriSpeech and fine-tunes facebook/wav2vec2-base (recipes/librispeech/run.sh); it
 # resumes where it stopped. Pass recipe options with ARGS, e.g. ARGS='--override train.max_steps=20'.
@@ -41,4 +42,4 @@ librispeech-finetune: setup
 	bash recipes/librispeech/run.sh $(ARGS)
 
 clean:
-	rm -rf exp/demo data/demo
+	rm -rf exp/demo data/demo .setup-stamp

@@ -43,15 +43,8 @@ if [ ${#systems[@]} -eq 0 ] || [ ${#testsets[@]} -eq 0 ]; then
 fi
 mkdir -p "$out"
 
-run_stage() {  # run_stage N NAME COMMAND...: skip when outside the range or done with this command
-  local n=$1 name=$2; shift 2
-  local marker="$out/.stage$n.$name.done"
-  if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return; fi
-  if [ -f "$marker" ] && [ "$(cat "$marker")" = "$*" ]; then echo "stage $n ($name): done already"; return; fi
-  echo "=== stage $n: $name"
-  "$@"
-  printf '%s' "$*" > "$marker"
-}
+exp=$out rerun_on_change=1
+source recipes/stages.sh
 
 validate_testsets() {
   local i

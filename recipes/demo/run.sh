@@ -26,14 +26,7 @@ done
 mkdir -p "$exp"
 SECONDS=0
 
-run_stage() {  # run_stage N NAME COMMAND...: skip when outside the range or already done
-  local n=$1 name=$2; shift 2
-  if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return; fi
-  if [ -f "$exp/.stage$n.$name.done" ]; then echo "stage $n ($name): done already"; return; fi
-  echo "=== stage $n: $name (${SECONDS}s)"
-  "$@"
-  touch "$exp/.stage$n.$name.done"
-}
+source recipes/stages.sh
 
 # The base model was trained on the first 6,000 sentences of the generator with seed 1
 # (recipes/synthetic_pretrain); these corpora use later ones, and voices drawn with other seeds.

@@ -37,11 +37,12 @@ def read_wer(path: Path) -> dict:
 
 
 def stage_seconds(exp: Path) -> dict[str, float]:
-    """{stage name: wall seconds} from the .stageN.NAME.done markers (run.sh writes 'seconds S')."""
+    """{stage name: wall seconds} from the .stageN.NAME.done markers (recipes/stages.sh writes 'seconds S' first)."""
     times = {}
     for marker in sorted(exp.glob(".stage*.done")):
         name = marker.name.split(".")[2]
-        words = marker.read_text(encoding="utf-8").split()
+        lines = marker.read_text(encoding="utf-8").splitlines()
+        words = lines[0].split() if lines else []
         if len(words) == 2 and words[0] == "seconds":
             times[name] = float(words[1])
     return times

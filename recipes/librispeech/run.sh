@@ -52,16 +52,7 @@ while [ $# -gt 0 ]; do
 done
 mkdir -p "$exp"
 
-run_stage() {  # run_stage N NAME COMMAND...: skip when outside the range or already done
-  local n=$1 name=$2; shift 2
-  if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return; fi
-  local marker=$exp/.stage$n.$name.done
-  if [ -f "$marker" ]; then echo "stage $n ($name): done already"; return; fi
-  echo "=== stage $n: $name"
-  local start=$SECONDS
-  "$@"
-  echo "seconds $((SECONDS - start))" > "$marker"
-}
+source recipes/stages.sh
 
 download() {
   asr-sft download librispeech --splits "$splits" --dest "$data" ${mirror:+--mirror "$mirror"}
