@@ -556,15 +556,16 @@ def _name_value(item: str, option: str) -> tuple[str, str]:
 def _bench_systems(items: list[str]) -> list:
     """--system values -> benchmark Systems: an existing file (or NAME@TESTSET=FILE) is hypotheses,
     as is a decode folder (hyps.jsonl, no config.json); anything else is a model (folder, hub id,
-    builtin:<name>)."""
+    builtin:<name>, or a checkpoints/best pointer)."""
     from asr_sft.benchmark import ALL_TESTSETS, System
     from asr_sft.errors import ScoringError
+    from asr_sft.models import follow_pointer
 
     def hyp_file(path: str) -> str | None:
         folder = Path(path)
         if folder.is_dir() and (folder / "hyps.jsonl").is_file() and not (folder / "config.json").exists():
             return str(folder / "hyps.jsonl")
-        return path if folder.is_file() else None
+        return path if folder.is_file() and follow_pointer(folder) is None else None
 
     models: dict[str, str] = {}
     files: dict[str, list[tuple[str, str]]] = {}

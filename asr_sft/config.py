@@ -33,6 +33,7 @@ class DataConfig:
     max_batch_size: int = 32  # utterances per micro-batch
     num_buckets: int = 30  # duration buckets (equal utterance counts); 30 pads ~2% on LibriSpeech-like data
     dev_max_utterances: int = 0  # 0 = the whole dev set
+    loader_threads: int = 2  # batches read and collated ahead in background threads; 0 = inline
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ import json
 import logging
 import math
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,31 +146,56 @@ def train_step(model, optimizer, scheduler, micro_batches: list[dict], accelerat
 
 # --- batches across epochs ------------------------------------------------------------------------
 class BatchStream:
-    """Micro-batches in a deterministic order across epochs; its position is part of TrainState,
-    so a resumed run continues with exactly the batches an uninterrupted run would have seen."""
+    """Micro-batches in a deterministic order across epochs. Its position (epoch, batches done) is
+    part of TrainState, so a resumed run continues with exactly the batches an uninterrupted run
+    would have seen. With `threads` > 0 the next `threads` batches are read and collated in
+    background threads (soundfile and torch release the GIL) while the model trains on this one:
+    a GPU step is faster than one thread decoding its audio."""
 
-    def __init__(self, sampler: DurationBatchSampler, rows: list[dict], processor, state: TrainState):
+    def __init__(self, sampler: DurationBatchSampler, rows: list[dict], processor, state: TrainState,
+                 threads: int = 0):
         self.sampler, self.rows, self.processor, self.state = sampler, rows, processor, state
-        self._epoch, self._batches = None, []
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="collate") if threads else None
+        self.ahead = threads
+        self.pending: deque = deque()  # (epoch, position, batch indices, future or collated batch)
+        self._epochs: dict[int, list[list[int]]] = {}
 
-    def batches(self) -> list[list[int]]:
-        if self._epoch != self.state.epoch:
-            self.sampler.set_epoch(self.state.epoch)
-            self._epoch, self._batches = self.state.epoch, list(iter(self.sampler))
-        return self._batches
+    def batches(self, epoch: int) -> list[list[int]]:
+        if epoch not in self._epochs:
+            self.sampler.set_epoch(epoch)
+            self._epochs = {e: b for e, b in self._epochs.items() if e >= epoch - 1}
+            self._epochs[epoch] = list(iter(self.sampler))
+        return self._epochs[epoch]
+
+    def _next_position(self) -> tuple[int, int]:
+        epoch, position = ((self.pending[-1][0], self.pending[-1][1] + 1) if self.pending
+                           else (self.state.epoch, self.state.batches_done))
+        while position >= len(self.batches(epoch)):
+            epoch, position = epoch + 1, 0
+        return epoch, position
+
+    def _fill(self) -> None:
+        while len(self.pending) < self.ahead + 1:
+            epoch, position = self._next_position()
+            indices = self.batches(epoch)[position]
+            rows = [self.rows[i] for i in indices]
+            work = self.pool.submit(collate, rows, self.processor) if self.pool else collate(rows, self.processor)
+            self.pending.append((epoch, position, indices, work))
 
     def take(self, n: int) -> tuple[list[dict], list[list[int]]]:
         """The next n collated micro-batches and their indices."""
         out, indices = [], []
-        while len(out) < n:
-            if self.state.batches_done >= len(self.batches()):
-                self.state.epoch, self.state.batches_done = self.state.epoch + 1, 0
-                continue
-            batch = self.batches()[self.state.batches_done]
-            self.state.batches_done += 1
+        for _ in range(n):
+            self._fill()
+            epoch, position, batch, work = self.pending.popleft()
+            self.state.epoch, self.state.batches_done = epoch, position + 1
             indices.append(batch)
-            out.append(collate([self.rows[i] for i in batch], self.processor))
+            out.append(work.result() if self.pool else work)
         return out, indices
+
+    def close(self) -> None:
+        if self.pool:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --- evaluation -----------------------------------------------------------------------------------
@@ -251,7 +278,7 @@ def train(config: Config, stop_at: int | None = None) -> TrainResult:
                         seed=config.train.seed),
         num_replicas=accelerator.num_processes, rank=accelerator.process_index,
     )
-    stream = BatchStream(sampler, train_rows, processor, state)
+    stream = BatchStream(sampler, train_rows, processor, state, config.data.loader_threads)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "train_config.json")
@@ -283,6 +310,7 @@ def train(config: Config, stop_at: int | None = None) -> TrainResult:
         if timed_out:
             break
     bar.close()
+    stream.close()
     logger.close()
     check_replicas_agree(model, accelerator)
     accelerator.wait_for_everyone()

@@ -51,9 +51,10 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 def test_resume_is_exact(digits, tmp_path):
     whole = train(_config(digits, tmp_path / "whole"))
     assert whole.steps == 6
-    first = train(_config(digits, tmp_path / "resumed"), stop_at=4)
+    # The resumed run also loads its batches inline instead of in background threads: same batches.
+    first = train(_config(digits, tmp_path / "resumed", "data.loader_threads=0"), stop_at=4)
     assert first.steps == 4 and read_pointer(tmp_path / "resumed", "latest").name == "step-000004"
-    second = train(_config(digits, tmp_path / "resumed"))
+    second = train(_config(digits, tmp_path / "resumed", "data.loader_threads=0"))
     assert second.steps == 6
     a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "resumed")
     assert a.keys() == b.keys()
@@ -143,3 +144,16 @@ def test_config_rejects_unknown_and_mistyped(tmp_path):
     toml.write_text('[optim]\nwarmup = 3\n')
     with pytest.raises(ConfigError, match="c.toml: \\[optim\\]: unknown key"):
         load_config(toml)
+
+
+def test_best_pointer_works_as_a_model_argument(digits, tmp_path):
+    """`checkpoints/best` is a pointer file; every model argument accepts it as the checkpoint."""
+    from asr_sft.models import resolve_model
+    from asr_sft.models.ctc import load_ctc_model
+
+    out = tmp_path / "run"
+    train(_config(digits, out, "train.max_steps=2", "train.eval_every=2"))
+    pointer = out / "checkpoints" / "best"
+    assert resolve_model(pointer) == str(read_pointer(out, "best"))
+    model, _ = load_ctc_model(pointer)
+    assert model.lm_head.out_features > 0

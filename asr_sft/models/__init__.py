@@ -24,9 +24,25 @@ WHISPER = "whisper"
 FAMILIES = (CTC, WHISPER)
 
 
+# Files in a training run's checkpoints/ folder that name a checkpoint (see asr_sft.checkpoint).
+POINTER_NAMES = ("best", "latest")
+
+
+def follow_pointer(path: str | Path) -> Path | None:
+    """The checkpoint folder that a `best` or `latest` pointer file names, else None."""
+    path = Path(path)
+    if path.name not in POINTER_NAMES or not path.is_file():
+        return None
+    target = path.parent / path.read_text(encoding="utf-8").strip()
+    return target if target.is_dir() else None
+
+
 def resolve_model(name_or_path: str | Path) -> str:
-    """A hub id or folder as given, or the folder of a built-in model ("builtin:<name>")."""
+    """A hub id or folder as given, the checkpoint a `checkpoints/best` (or `latest`) pointer names,
+    or the folder of a built-in model ("builtin:<name>")."""
     name = str(name_or_path)
+    if (target := follow_pointer(name)) is not None:
+        return str(target)
     if not name.startswith(BUILTIN_PREFIX):
         return name
     key = name.removeprefix(BUILTIN_PREFIX)

@@ -52,8 +52,7 @@ run_stage 3 adapt asr-sft train --config recipes/demo/conf/adapt_scottish.toml \
   train.output_dir="$exp/adapt"
 
 compare() {
-  local best; best=$exp/adapt/checkpoints/$(cat "$exp/adapt/checkpoints/best")
-  asr-sft bench --system base=builtin:wav2vec2-small-en-us --system adapted="$best" \
+  asr-sft bench --system base=builtin:wav2vec2-small-en-us --system adapted="$exp/adapt/checkpoints/best" \
     --testset scottish="$data/manifests/scottish/test.jsonl" \
     --testset american="$data/manifests/american/test.jsonl" \
     --normalizer librispeech --group-by speaker --out "$exp/bench"
