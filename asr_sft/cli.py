@@ -167,7 +167,8 @@ def _add_synth(sub) -> None:
 
 
 def _run_synth(args) -> int:
-    from asr_sft.synth import SynthOptions, pack_split, synthesize_corpus
+    from asr_sft.pack import pack_split
+    from asr_sft.synth import SynthOptions, synthesize_corpus
 
     options = SynthOptions(
         accents=tuple(a.strip() for a in args.accents.split(",") if a.strip()),

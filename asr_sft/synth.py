@@ -16,7 +16,6 @@ deterministic; we resample it with asr_sft.audio on one thread so floating point
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
@@ -25,10 +24,6 @@ import os
 import random
 import re
 import resource
-import shlex
-import shutil
-import subprocess
-import tarfile
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -40,18 +35,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asr_sft import espeak
 from asr_sft import sentences as sentence_source
 from asr_sft.audio import audio_info, resample, write_audio
 from asr_sft.errors import SynthesisError
-from asr_sft.atomic import atomic_path, write_text_atomic
+from asr_sft.atomic import write_text_atomic
 from asr_sft.manifest import make_row, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
-ESPEAK_NG = "espeak-ng"  # executable name or path; tests point it at a missing program
-ESPEAK_RATE = 22050  # Hz: what espeak-ng writes
-ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
-           "en-029", "en-us-nyc")  # fmt: skip
 VARIANTS = {**{f"m{i}": "M" for i in range(1, 8)}, **{f"f{i}": "F" for i in range(1, 6)}}  # -> SEX
 RATE_WPM = (140, 190)  # espeak-ng speaking rate range, words per minute (its default is 175)
 PITCH = (30, 70)  # espeak-ng pitch range, 0-99 (its default is 50)
@@ -60,13 +52,12 @@ CHAPTER_IDS = (10000, 199999)
 CORPUS = "synth"
 OPTIONS_FILE = ".synth-options.json"  # written first: what this folder is being filled with
 DONE_FILE = ".synth-done.json"  # written last, same content: the folder is complete
-ARCHIVE_MTIME = 1_400_000_000  # seconds since 1970 (May 2014): fixed, so archives are reproducible
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
 class SynthOptions:
-    accents: tuple[str, ...] = ("en-us",)  # espeak-ng English voices, see ACCENTS
+    accents: tuple[str, ...] = ("en-us",)  # espeak-ng English voices, see asr_sft.espeak.ACCENTS
     speakers_per_accent: int = 4
     utterances_per_speaker: int = 10
     sentences: str | None = None  # None: asr_sft.sentences generator; else a sentence file's path
@@ -120,13 +111,6 @@ class SynthResult:
     cpu_seconds: float  # this process and its children (espeak-ng, workers)
 
 
-@dataclass(frozen=True)
-class PackedArchive:
-    path: Path
-    md5: str
-    sha256: str
-    size: int  # bytes
-
 
 def synthesize_corpus(out_dir: str | Path, options: SynthOptions = SynthOptions()) -> SynthResult:
     """Write a LibriSpeech-layout corpus and its manifests to `out_dir` (see the module docstring).
@@ -139,7 +123,7 @@ def synthesize_corpus(out_dir: str | Path, options: SynthOptions = SynthOptions(
     record, speakers = _record(options), plan_speakers(options)  # plan_speakers checks the options
     if _read_record(out_dir / DONE_FILE) == record:
         return _result(out_dir, options, speakers, 0, 0.0, start, cpu_start)
-    check_espeak(options.accents)
+    espeak.check_espeak(options.accents)
     _claim(out_dir, record)
     utterances = plan_utterances(out_dir, options, speakers)
     frames = _synthesize_all(utterances, options)
@@ -275,101 +259,18 @@ def _check_options(options: SynthOptions) -> None:
         raise SynthesisError("bad synthesis options: " + "; ".join(problems))
 
 
-# --- espeak-ng ----------------------------------------------------------------------------------------
-def espeak_command(voice: str, rate: int, pitch: int, executable: str | None = None) -> list[str]:
-    """The espeak-ng command line; the text goes to its stdin, WAV comes out of its stdout."""
-    return [executable or ESPEAK_NG, "-v", voice, "-s", str(rate), "-p", str(pitch), "--stdout"]
-
-
-def speak(text: str, voice: str, rate: int, pitch: int, executable: str | None = None) -> tuple[np.ndarray, int]:
-    """(int16 samples, sample rate) of `text` spoken by espeak-ng."""
-    command = espeak_command(voice, rate, pitch, executable)
-    try:
-        done = subprocess.run(command, input=text.encode("utf-8"), capture_output=True, timeout=120)
-    except FileNotFoundError as err:
-        raise SynthesisError(f"espeak-ng not found: {shlex.join(command)} ({err.strerror}); "
-                             "install it (Debian/Ubuntu: apt-get install espeak-ng)") from err  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise SynthesisError(f"espeak-ng failed: {shlex.join(command)} ({err})") from err
-    stderr = done.stderr.decode("utf-8", "replace").strip()
-    if done.returncode != 0:
-        raise SynthesisError(f"espeak-ng failed (exit {done.returncode}): {shlex.join(command)} "
-                             f"<<< {text!r}: {stderr}")  # fmt: skip
-    return _parse_wav(done.stdout, f"{shlex.join(command)} <<< {text!r}" + (f" ({stderr})" if stderr else ""))
-
-
-def check_espeak(accents: tuple[str, ...] = ("en-us",)) -> str:
-    """espeak-ng's version line, after checking it runs and knows every accent (SynthesisError if not)."""
-    if shutil.which(ESPEAK_NG) is None:
-        raise SynthesisError(f"espeak-ng not found: {ESPEAK_NG!r} is not an executable on PATH; "
-                             "install it (Debian/Ubuntu: apt-get install espeak-ng)")  # fmt: skip
-    known = espeak_voices()
-    unknown = [a for a in accents if a.lower() not in known]
-    if unknown:  # espeak-ng would quietly fall back to a near match (en-gb-scotlnd -> en-gb)
-        english = sorted(v for v in known if v.startswith("en") and "(" not in v)
-        raise SynthesisError(f"unknown espeak-ng voice(s) {', '.join(unknown)}; English ones here: {', '.join(english)}")
-    for accent in accents:
-        speak("test", accent, 175, 50)
-    return _espeak_output("--version").strip()
-
-
-def espeak_voices() -> set[str]:
-    """Lower-case names `espeak-ng -v` accepts without guessing: languages and voice names."""
-    lines = _espeak_output("--voices").splitlines()[1:]  # header: Pty Language Age/Gender VoiceName File ...
-    names = set()
-    for line in lines:
-        fields = line.split()
-        if len(fields) >= 5:
-            names.update({fields[1].lower(), fields[3].lower(), fields[4].rsplit("/", 1)[-1].lower()})
-    return names
-
-
-def _espeak_output(*args: str) -> str:
-    command = [ESPEAK_NG, *args]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise SynthesisError(f"espeak-ng failed: {shlex.join(command)} ({err})") from err
-    if done.returncode != 0:
-        raise SynthesisError(f"espeak-ng failed (exit {done.returncode}): {shlex.join(command)}: {done.stderr.strip()}")
-    return done.stdout
-
-
-def _parse_wav(raw: bytes, what: str) -> tuple[np.ndarray, int]:
-    """Samples of espeak-ng's streamed WAV. Its size fields are placeholders (it writes to a pipe),
-    so the data chunk is taken to run to the end of the bytes."""
-    if len(raw) < 12 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
-        raise SynthesisError(f"espeak-ng wrote no WAV audio: {what}")
-    pos, rate = 12, None
-    while pos + 8 <= len(raw):
-        chunk, size = raw[pos:pos + 4], int.from_bytes(raw[pos + 4:pos + 8], "little")
-        if chunk == b"fmt ":
-            fmt, channels, rate, bits = (int.from_bytes(raw[pos + 8 + a:pos + 8 + b], "little")
-                                         for a, b in ((0, 2), (2, 4), (4, 8), (14, 16)))  # fmt: skip
-            if (fmt, channels, bits) != (1, 1, 16):
-                raise SynthesisError(f"espeak-ng wrote unexpected WAV (format {fmt}, {channels} ch, {bits} bit): {what}")
-        elif chunk == b"data":
-            if rate is None:
-                break
-            data = raw[pos + 8:]
-            samples = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")
-            if samples.size == 0:
-                raise SynthesisError(f"espeak-ng wrote 0 samples: {what}")
-            return samples, rate
-        pos += 8 + size + (size & 1)
-    raise SynthesisError(f"espeak-ng wrote a WAV without format or data: {what}")
-
-
 # --- synthesis ------------------------------------------------------------------------------------
 def _job(u: Utterance, options: SynthOptions) -> tuple:
+    # The executable travels with the job: a spawned worker re-imports asr_sft.espeak and would
+    # not see an ESPEAK_NG changed in this process.
     s = u.speaker
-    return (str(u.path), u.sentence, s.voice, s.rate, s.pitch, options.sample_rate, ESPEAK_NG)
+    return (str(u.path), u.sentence, s.voice, s.rate, s.pitch, options.sample_rate, espeak.ESPEAK_NG)
 
 
 def _synthesize_one(job: tuple) -> int:
     """Speak one sentence into one FLAC file; returns its number of samples."""
     path, text, voice, rate, pitch, sample_rate, executable = job
-    samples, espeak_rate = speak(text, voice, rate, pitch, executable)
+    samples, espeak_rate = espeak.speak(text, voice, rate, pitch, executable)
     wave = resample(torch.from_numpy(samples.astype(np.float32) / 32768.0), espeak_rate, sample_rate)
     wave = wave.clamp(-1.0, 32767 / 32768)  # resampling can overshoot full scale; never wrap around
     write_audio(path, wave, sample_rate)
@@ -540,60 +441,3 @@ def _cpu_seconds() -> float:
     """CPU time of this process and its waited-for children (espeak-ng, pool workers)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-# --- packing --------------------------------------------------------------------------------------
-def pack_split(corpus_dir: str | Path, split: str, out_dir: str | Path) -> PackedArchive:
-    """`<out_dir>/<split>.tar.gz` holding LibriSpeech/<split>/... and LibriSpeech/SPEAKERS.TXT, like
-    an OpenSLR archive, plus `<split>.tar.gz.sha256` and `.md5` beside it. The bytes depend only on
-    the files' content (sorted members, fixed times and owners, gzip time 0); written atomically."""
-    base = Path(corpus_dir) / "LibriSpeech"
-    if not (base / split).is_dir():
-        found = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-        raise SynthesisError(f"{base / split}: no such split to pack (found: {', '.join(found) or 'none'})")
-    if not (base / "SPEAKERS.TXT").is_file():
-        raise SynthesisError(f"{base / 'SPEAKERS.TXT'}: missing; is the corpus complete?")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{split}.tar.gz"
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as raw:
-            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as gz:
-                with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                    for member in _archive_members(base, split):
-                        _add_member(tar, base.parent, member)
-        md5, sha256 = _digests(tmp)
-    write_text_atomic(out_dir / f"{path.name}.sha256", f"{sha256}  {path.name}\n")
-    write_text_atomic(out_dir / f"{path.name}.md5", f"{md5}  {path.name}\n")
-    return PackedArchive(path=path, md5=md5, sha256=sha256, size=path.stat().st_size)
-
-
-def _archive_members(base: Path, split: str) -> list[Path]:
-    """Folders and files to archive, relative to base's parent, sorted; hidden temp files skipped."""
-    members = [Path("LibriSpeech"), Path("LibriSpeech/SPEAKERS.TXT"), Path("LibriSpeech") / split]
-    for path in sorted((base / split).rglob("*")):
-        if not any(part.startswith(".") for part in path.relative_to(base).parts):
-            members.append(path.relative_to(base.parent))
-    return members
-
-
-def _add_member(tar: tarfile.TarFile, root: Path, member: Path) -> None:
-    source = root / member
-    info = tarfile.TarInfo(member.as_posix())
-    info.mtime, info.uid, info.gid, info.uname, info.gname = ARCHIVE_MTIME, 0, 0, "", ""
-    if source.is_dir():
-        info.type, info.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(info)
-        return
-    info.mode, info.size = 0o644, source.stat().st_size
-    with open(source, "rb") as f:
-        tar.addfile(info, f)
-
-
-def _digests(path: Path) -> tuple[str, str]:
-    md5, sha256 = hashlib.md5(), hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            md5.update(block)
-            sha256.update(block)
-    return md5.hexdigest(), sha256.hexdigest()

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from asr_sft.audio import resample, write_audio
+from asr_sft.espeak import check_espeak, speak
 from asr_sft.sentences import generate_sentences
-from asr_sft.synth import SynthOptions, check_espeak, speak, synthesize_corpus
+from asr_sft.synth import SynthOptions, synthesize_corpus
 
 
 def cpu_seconds() -> tuple[float, float]:

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asr_sft.benchmark import (ALL_TESTSETS, BenchOptions, System, assign_hypotheses, detect_format,
-                               read_hypotheses, run_benchmark)
+from asr_sft.benchmark import ALL_TESTSETS, BenchOptions, System, run_benchmark
 from asr_sft.cli import main
 from asr_sft.decode import DecodeOptions
 from asr_sft.errors import ScoringError
+from asr_sft.hypotheses import assign_hypotheses, detect_format, read_hypotheses
 from asr_sft.report import render_markdown
 from asr_sft.scoring import score_texts
 

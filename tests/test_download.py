@@ -380,7 +380,8 @@ def test_cli_reports_errors_with_status_2(served, tmp_path, capsys):
 # --- integration with the synthetic corpus --------------------------------------------------------
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 def test_synthetic_split_archive_downloads_and_extracts(file_server, tmp_path, monkeypatch):
-    from asr_sft.synth import SynthOptions, pack_split, synthesize_corpus
+    from asr_sft.pack import pack_split
+    from asr_sft.synth import SynthOptions, synthesize_corpus
 
     options = SynthOptions(speakers_per_accent=1, utterances_per_speaker=2,
                            splits=(("dev-clean", 1),))

@@ -18,7 +18,8 @@ from asr_sft.download import CHECKSUMS_ENV, download_librispeech, read_checksum_
 from asr_sft.errors import DownloadError
 from asr_sft.manifest import read_manifest
 from asr_sft.models.ctc import init_ctc_model
-from asr_sft.synth import SynthOptions, pack_split, synthesize_corpus
+from asr_sft.pack import pack_split
+from asr_sft.synth import SynthOptions, synthesize_corpus
 
 from _fixtures_download import file_server, librispeech_archive  # noqa: F401 (fixtures used by name)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from asr_sft import cli, synth
+from asr_sft import cli, espeak, pack, synth
 from asr_sft.audio import audio_info
 from asr_sft.corpora.librispeech import read_speakers
 from asr_sft.errors import SynthesisError
@@ -34,7 +34,8 @@ from asr_sft.sentences import (
     to_librispeech_text,
     year_to_words,
 )
-from asr_sft.synth import SynthOptions, pack_split, split_counts, synthesize_corpus
+from asr_sft.pack import pack_split
+from asr_sft.synth import SynthOptions, split_counts, synthesize_corpus
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -373,7 +374,7 @@ def test_pack_split(corpus, tmp_path):
         wanted = {f"LibriSpeech/{p.relative_to(source).as_posix()}" for p in (source / "dev").rglob("*") if p.is_file()}
         assert files == wanted | {"LibriSpeech/SPEAKERS.TXT"}
         assert len([n for n in files if n.endswith(".flac")]) == 6
-        assert all((m.mtime, m.uid, m.gid, m.uname, m.gname) == (synth.ARCHIVE_MTIME, 0, 0, "", "") for m in members)
+        assert all((m.mtime, m.uid, m.gid, m.uname, m.gname) == (pack.ARCHIVE_MTIME, 0, 0, "", "") for m in members)
         assert tar.extractfile("LibriSpeech/SPEAKERS.TXT").read() == (source / "SPEAKERS.TXT").read_bytes()
     again = pack_split(out, "dev", tmp_path / "b")
     assert again.path.read_bytes() == data  # byte-identical on re-pack
@@ -410,18 +411,18 @@ def test_short_sentence_file_is_shared_out_without_crossing_splits(tmp_path):
 
 # --- espeak-ng errors -----------------------------------------------------------------------------
 def test_missing_espeak_is_a_synthesis_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(synth, "ESPEAK_NG", "espeak-ng-not-installed-here")
+    monkeypatch.setattr(espeak, "ESPEAK_NG", "espeak-ng-not-installed-here")
     with pytest.raises(SynthesisError, match="espeak-ng not found: 'espeak-ng-not-installed-here'"):
         synthesize_corpus(tmp_path / "c", SynthOptions(speakers_per_accent=3, utterances_per_speaker=1))
     assert not (tmp_path / "c").exists()  # checked before the folder is claimed
     with pytest.raises(SynthesisError, match=r"espeak-ng not found: espeak-ng-not-installed-here -v en-us\+m1"):
-        synth.speak("hello", "en-us+m1", 170, 50)
+        espeak.speak("hello", "en-us+m1", 170, 50)
 
 
 @needs_espeak
 def test_failing_espeak_reports_command_and_stderr(tmp_path):
     with pytest.raises(SynthesisError, match=r"exit 1\): espeak-ng -v nowhere -s 170 -p 50 --stdout .*voice does not exist"):
-        synth.speak("hello", "nowhere", 170, 50)
+        espeak.speak("hello", "nowhere", 170, 50)
     # espeak-ng itself would fall back to en-gb for a misspelt en-gb voice: we refuse instead.
     with pytest.raises(SynthesisError, match="unknown espeak-ng voice.s. en-gb-scotlnd; English ones here: .*en-gb-scotland"):
         synthesize_corpus(tmp_path / "c", SynthOptions(accents=("en-gb-scotlnd",), speakers_per_accent=3))
@@ -430,7 +431,7 @@ def test_failing_espeak_reports_command_and_stderr(tmp_path):
 @pytest.mark.parametrize("raw", [b"", b"not a wav at all", b"RIFF\xff\xff\xff\x7fWAVEfmt "])
 def test_unusable_espeak_output(raw):
     with pytest.raises(SynthesisError, match="espeak-ng wrote"):
-        synth._parse_wav(raw, "espeak-ng -v en-us --stdout")
+        espeak._parse_wav(raw, "espeak-ng -v en-us --stdout")
 
 
 # --- CLI ------------------------------------------------------------------------------------------
