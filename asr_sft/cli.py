@@ -236,13 +236,14 @@ def _print_synth_summary(result) -> None:
 def _add_validate(sub) -> None:
     p = sub.add_parser(
         "validate",
-        help="validate (and optionally filter) a manifest",
+        help="validate (and optionally filter, or merge) manifests",
         **_parser_kwargs(
             "asr-sft validate data/manifests/dev-clean.jsonl --max-duration 20 "
-            "--skip-invalid --out data/manifests/dev-clean.clean.jsonl"
+            "--skip-invalid --out data/manifests/dev-clean.clean.jsonl\n"
+            "  asr-sft validate a/train.jsonl b/train.jsonl --out mixed/train.jsonl   (merge)"
         ),
     )
-    p.add_argument("manifest", type=Path)
+    p.add_argument("manifests", type=Path, nargs="+", metavar="manifest")
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip and report bad rows instead of failing")
     p.add_argument("--no-check-audio", action="store_true", help="do not check that audio files exist")
@@ -256,21 +257,24 @@ def _add_validate(sub) -> None:
 def _run_validate(args) -> int:
     from asr_sft import manifest
 
-    check = manifest.check_manifest(args.manifest, check_audio=not args.no_check_audio)
-    if check.problems and not args.skip_invalid:
-        raise manifest.ManifestError(manifest.format_problems(args.manifest, check.problems))
-    if check.problems:
-        print(manifest.format_problems(args.manifest, check.problems), file=sys.stderr)
     options = manifest.FilterOptions(args.min_duration, args.max_duration, args.max_chars_per_second)
-    kept, dropped = manifest.filter_rows(check.rows, options)
-    for row, reason in dropped:
-        print(f"filtered {row['id']}: {reason}", file=sys.stderr)
-    hours = sum(r["duration"] for r in kept) / 3600
-    print(f"{args.manifest}: {check.lines} rows, {len(check.rows)} valid, {len(dropped)} filtered, "
-          f"{len(kept)} kept ({hours:.3f} h)")
-    if args.out:
+    kept = []
+    for path in args.manifests:
+        check = manifest.check_manifest(path, check_audio=not args.no_check_audio)
+        if check.problems and not args.skip_invalid:
+            raise manifest.ManifestError(manifest.format_problems(path, check.problems))
+        if check.problems:
+            print(manifest.format_problems(path, check.problems), file=sys.stderr)
+        rows, dropped = manifest.filter_rows(check.rows, options)
+        for row, reason in dropped:
+            print(f"filtered {row['id']}: {reason}", file=sys.stderr)
+        hours = sum(r["duration"] for r in rows) / 3600
+        print(f"{path}: {check.lines} rows, {len(check.rows)} valid, {len(dropped)} filtered, "
+              f"{len(rows)} kept ({hours:.3f} h)")
+        kept += rows
+    if args.out:  # one manifest of every kept row; ids must be unique across the inputs
         manifest.write_manifest(args.out, kept, check_audio=not args.no_check_audio)
-        print(f"wrote {args.out}")
+        print(f"wrote {args.out} ({len(kept)} rows)")
     return 0
 
 

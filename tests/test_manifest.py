@@ -121,3 +121,15 @@ def test_validate_cli(tmp_path, capsys):
     assert main(["validate", str(path)]) == 2
     assert "line 3: not valid JSON" in capsys.readouterr().err
     assert main(["validate", str(path), "--skip-invalid"]) == 0
+
+
+def test_validate_cli_merges_manifests(tmp_path, capsys):
+    a = write_manifest(tmp_path / "a" / "m.jsonl", [_row(tmp_path, 0), _row(tmp_path, 1)])
+    b = write_manifest(tmp_path / "b" / "m.jsonl", [_row(tmp_path, 2)])
+    out = tmp_path / "mixed" / "m.jsonl"
+    assert main(["validate", str(a), str(b), "--out", str(out)]) == 0
+    assert [r["id"] for r in read_manifest(out)] == ["u0", "u1", "u2"]
+    assert "wrote" in capsys.readouterr().out
+    # The same utterance twice is refused, naming the duplicate, and nothing is written.
+    assert main(["validate", str(a), str(a), "--out", str(tmp_path / "dup.jsonl")]) == 2
+    assert "duplicate id" in capsys.readouterr().err and not (tmp_path / "dup.jsonl").exists()

@@ -86,6 +86,9 @@ def staged_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
         raise ModelError(f"{out_dir} already exists and is not empty (overwrite to replace it)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".part"))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a model folder is meant to be shared
     try:
         yield tmp
     except BaseException:

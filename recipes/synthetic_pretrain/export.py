@@ -68,7 +68,9 @@ distinct, none shared between splits.
 
 ## Training
 `bash recipes/synthetic_pretrain/run.sh` (config `recipes/synthetic_pretrain/conf/small_en_us.toml`):
-{training['steps']} steps in {training['wall_minutes']} minutes of wall time on a 2-core CPU
+{training['steps']} steps (of {training['config']['train']['max_steps']} planned; the run stops at its
+wall-clock budget `train.max_minutes` = {training['config']['train']['max_minutes']:g}, so the learning rate had not
+decayed to 0) in {training['wall_minutes']} minutes of wall time on a 2-core CPU
 ({platform.processor() or platform.machine()}), AdamW lr {training['config']['optim']['lr']},
 {training['config']['data']['max_batch_seconds']} padded seconds per step. Best checkpoint by dev WER:
 {training['best_checkpoint']}. Exported {datetime.now(timezone.utc):%Y-%m-%d} as fp16 safetensors.
@@ -101,6 +103,8 @@ def main() -> None:
         processor.save_pretrained(tmp)
         write_card(tmp, corpus_facts(args.data), training_facts(train_dir), test,
                    sum(p.numel() for p in model.parameters()))
+        for path in tmp.iterdir():  # save_pretrained may leave files private; these are package data
+            path.chmod(0o644)
     print(f"exported {best} -> {args.out}")
 
 

@@ -22,14 +22,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 mkdir -p "$exp"
-run_stage() {
-  local n=$1 name=$2; shift 2
-  if [ "$n" -lt "$stage" ] || [ "$n" -gt "$stop_stage" ]; then return; fi
-  if [ -f "$exp/.stage$n.$name.done" ]; then echo "stage $n ($name): done already"; return; fi
-  echo "=== stage $n: $name"
-  "$@"
-  touch "$exp/.stage$n.$name.done"
-}
+source recipes/stages.sh
 
 run_stage 1 synth asr-sft synth --out "$data/synth" --accents en-us --speakers-per-accent 60 \
   --utterances-per-speaker 100 --splits train=52,dev=4,test=4 --seed 1 --num-workers 2
@@ -43,8 +36,7 @@ run_stage 3 train asr-sft train --config "$conf" \
   model.name_or_path="$exp/init" train.output_dir="$exp/train"
 
 score_test() {
-  local best; best=$exp/train/checkpoints/$(cat "$exp/train/checkpoints/best")
-  asr-sft decode --model "$best" --manifest "$data/synth/manifests/test.jsonl" --out "$exp/decode-test"
+  asr-sft decode --model "$exp/train/checkpoints/best" --manifest "$data/synth/manifests/test.jsonl" --out "$exp/decode-test"
   asr-sft score --hyps "$exp/decode-test/hyps.jsonl" --normalizer librispeech --out "$exp/decode-test"
 }
 run_stage 4 score score_test
