@@ -18,3 +18,15 @@ run_stage() {
   mkdir -p "$exp"
   printf 'seconds %s\n%s\n' "$((SECONDS - start))" "$*" > "$marker"
 }
+
+parse_stage_args() {  # for recipes whose only options are --stage N and --stop-stage M
+  stage=1
+  stop_stage=100
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --stage) stage=$2; shift 2 ;;
+      --stop-stage) stop_stage=$2; shift 2 ;;
+      *) echo "unknown option $1 (recipes take --stage N and --stop-stage M)" >&2; exit 2 ;;
+    esac
+  done
+}

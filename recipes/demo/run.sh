@@ -14,21 +14,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-stage=1
-stop_stage=100
 data=data/demo
 exp=exp/demo
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
-  esac
-done
+source recipes/stages.sh
+parse_stage_args "$@"
 mkdir -p "$exp"
 SECONDS=0
-
-source recipes/stages.sh
 
 # The base model was trained on the first 6,000 sentences of the generator with seed 1
 # (recipes/synthetic_pretrain); these corpora use later ones, and voices drawn with other seeds.

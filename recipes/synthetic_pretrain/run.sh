@@ -11,18 +11,11 @@
 #   5. export the best checkpoint as fp16 safetensors + model card into asr_sft/assets/base_model
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-stage=1; stop_stage=100
 data=data/pretrain; exp=exp/synthetic_pretrain
 conf=recipes/synthetic_pretrain/conf/small_en_us.toml
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
-  esac
-done
-mkdir -p "$exp"
 source recipes/stages.sh
+parse_stage_args "$@"
+mkdir -p "$exp"
 
 run_stage 1 synth asr-sft synth --out "$data/synth" --accents en-us --speakers-per-accent 60 \
   --utterances-per-speaker 100 --splits train=52,dev=4,test=4 --seed 1 --num-workers 2
