@@ -24,9 +24,10 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from asr_sft import checkpoint as ckpt
-from asr_sft.audio import load_audio
 from asr_sft.batching import BatchingOptions, DurationBatchSampler, padding_fraction
 from asr_sft.config import Config, config_to_dict, save_config
+from asr_sft.errors import ManifestError
+from asr_sft.features import load_row
 from asr_sft.manifest import FilterOptions, filter_rows, read_manifest
 from asr_sft.models.ctc import CTCModelOptions, build_vocab, load_ctc_model, make_labels, model_inputs
 
@@ -62,20 +63,15 @@ def load_rows(manifest: str, config: Config, what: str) -> list[dict]:
     for row, reason in dropped:
         log.warning("%s: filtered %s: %s", what, row["id"], reason)
     if not kept:
-        raise ValueError(f"{manifest}: no {what} utterances left after filtering")
+        raise ManifestError(f"{manifest}: no {what} utterances left after filtering")
     return kept
-
-
-def load_waves(rows: list[dict]) -> list[torch.Tensor]:
-    return [load_audio(r["audio_filepath"], offset=r.get("offset", 0.0),
-                       duration=r["duration"] if "offset" in r else None) for r in rows]
 
 
 def collate(rows: list[dict], processor) -> dict:
     """Model inputs exactly as decoding builds them (asr_sft.models.ctc.model_inputs) and CTC labels
     (pad -> -100) for one micro-batch, plus two bookkeeping entries the loop pops: the real-sample
     mask and the audio seconds."""
-    values, mask = model_inputs(processor, load_waves(rows))
+    values, mask = model_inputs(processor, [load_row(r) for r in rows])
     batch = {"input_values": values, "labels": make_labels(processor, [r["text"] for r in rows])}
     # Group-norm checkpoints (wav2vec2-base) were trained without a mask and decode without one.
     if processor.feature_extractor.return_attention_mask:
