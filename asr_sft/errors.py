@@ -31,3 +31,7 @@ class ScoringError(AsrSftError):
 
 class ModelError(AsrSftError):
     """A model checkpoint, its processor or a model's input limits are unusable as given."""
+
+
+class OptionError(AsrSftError, ValueError):
+    """An option (command line or config) is outside its allowed range; the message names it."""

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from transformers import WhisperFeatureExtractor
 
-from asr_sft import features
-from asr_sft.audio import load_audio, write_audio
+from asr_sft.data import features
+from asr_sft.data.audio import load_audio, write_audio
 
 REAL_CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-clips"
 FLAC_RATE = 22050  # Hz: LJSpeech's rate, so loading has to resample

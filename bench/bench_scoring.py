@@ -103,7 +103,9 @@ def main() -> None:
     import jiwer
     import numpy as np
 
-    from asr_sft import scoring, text
+    from asr_sft.evaluation import scoring
+
+    from asr_sft.evaluation import text
 
     refs, hyps_a, hyps_b, speakers, accents = synthetic(args.utterances)
     n_words = sum(len(r.split()) for r in refs)

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asr_sft.audio import resample, write_audio
-from asr_sft.espeak import check_espeak, speak
-from asr_sft.sentences import generate_sentences
-from asr_sft.synth import SynthOptions, synthesize_corpus
+from asr_sft.data.audio import resample, write_audio
+from asr_sft.corpora.synthetic.espeak import check_espeak, speak
+from asr_sft.corpora.synthetic.sentences import generate_sentences
+from asr_sft.corpora.synthetic.synth import SynthOptions, synthesize_corpus
 
 
 def cpu_seconds() -> tuple[float, float]:

@@ -35,13 +35,13 @@ import numpy as np
 import torch
 import transformers
 
-from asr_sft.audio import SAMPLE_RATE, load_audio, write_audio
-from asr_sft.batching import BatchingOptions, DurationBatchSampler, batch_stats, pack_batches
-from asr_sft.config import load_config
-from asr_sft.manifest import make_row, read_manifest, write_manifest
+from asr_sft.data.audio import SAMPLE_RATE, load_audio, write_audio
+from asr_sft.data.batching import BatchingOptions, DurationBatchSampler, batch_stats, pack_batches
+from asr_sft.training.config import load_config
+from asr_sft.data.manifest import make_row, read_manifest, write_manifest
 from asr_sft.models.ctc import CTCModelOptions, build_vocab, init_ctc_model, load_ctc_model
-from asr_sft.synth import SynthOptions, synthesize_corpus
-from asr_sft.train import TrainState, collate, make_optimizer, train_step
+from asr_sft.corpora.synthetic.synth import SynthOptions, synthesize_corpus
+from asr_sft.training.loop import TrainState, collate, make_optimizer, train_step
 
 TRAIN_GFLOP_PER_AUDIO_SECOND = 35.0  # wav2vec2-base, forward + backward, CNN frozen (REFERENCE.md)
 H100_BF16_PEAK_TFLOPS = 989.0  # H100 SXM dense bf16 (PCIe: ~756)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from asr_sft.audio import write_audio
+from asr_sft.data.audio import write_audio
 from asr_sft.corpora.librispeech import ArchiveSpec
 
 SAMPLE_RATE = 16000  # Hz

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from asr_sft.audio import audio_info
-from asr_sft.manifest import make_row, write_manifest
+from asr_sft.data.audio import audio_info
+from asr_sft.data.manifest import make_row, write_manifest
 from asr_sft.models.ctc import init_ctc_model
 from asr_sft.models.whisper import init_whisper_model
 from conftest import SHARED_DATA

@@ -3,7 +3,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from asr_sft.audio import audio_info, load_audio, resample, write_audio
+from asr_sft.data.audio import audio_info, load_audio, resample, write_audio
 from asr_sft.errors import AudioError
 from conftest import tone
 

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from asr_sft.decode import DecodeOptions, decode_rows
+from asr_sft.evaluation.decode import DecodeOptions, decode_rows
 from asr_sft.errors import ModelError
-from asr_sft.manifest import read_manifest
-from asr_sft.models import resolve_model
+from asr_sft.data.manifest import read_manifest
+from asr_sft.models.resolve import resolve_model
 from asr_sft.models.ctc import load_ctc_model
-from asr_sft.scoring import score_texts
-from asr_sft.synth import SynthOptions, synthesize_corpus
+from asr_sft.evaluation.scoring import score_texts
+from asr_sft.corpora.synthetic.synth import SynthOptions, synthesize_corpus
 
 BUILTIN = "builtin:wav2vec2-small-en-us"
 

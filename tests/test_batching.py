@@ -4,7 +4,7 @@ import logging
 import numpy as np
 import pytest
 
-from asr_sft.batching import (BatchingOptions, DurationBatchSampler, batch_stats, bucket_edges,
+from asr_sft.data.batching import (BatchingOptions, DurationBatchSampler, batch_stats, bucket_edges,
                               pack_batches, padding_fraction, split_for_replicas)
 from asr_sft.errors import AsrSftError
 
@@ -93,7 +93,7 @@ def test_no_shuffle_is_sorted_by_bucket_and_ignores_epoch():
 
 def test_oversize_utterance_gets_its_own_batch_and_is_counted(caplog):
     durations = [3.0] * 40 + [75.0, 3.0, 120.0]
-    with caplog.at_level(logging.WARNING, logger="asr_sft.batching"):
+    with caplog.at_level(logging.WARNING, logger="asr_sft.data.batching"):
         sampler = DurationBatchSampler(durations, BatchingOptions(max_batch_seconds=60, num_buckets=3))
     assert sampler.num_oversize == 2
     assert "2 utterances are longer than max_batch_seconds=60" in caplog.text

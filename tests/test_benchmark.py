@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asr_sft.benchmark import ALL_TESTSETS, BenchOptions, System, run_benchmark
+from asr_sft.evaluation.benchmark import ALL_TESTSETS, BenchOptions, System, run_benchmark
 from asr_sft.cli import main
-from asr_sft.decode import DecodeOptions
+from asr_sft.evaluation.decode import DecodeOptions
 from asr_sft.errors import ScoringError
-from asr_sft.hypotheses import assign_hypotheses, detect_format, read_hypotheses
-from asr_sft.report import render_markdown
-from asr_sft.scoring import score_texts
+from asr_sft.evaluation.hypotheses import assign_hypotheses, detect_format, read_hypotheses
+from asr_sft.evaluation.report import render_markdown
+from asr_sft.evaluation.scoring import score_texts
 
 from _fixtures_benchmark import bench_inputs  # noqa: F401 (fixtures are used by name)
 from _fixtures_models import tiny_ctc_dir, tiny_whisper_dir  # noqa: F401

@@ -7,13 +7,13 @@ import time
 
 import pytest
 
-from asr_sft.audio import write_audio
+from asr_sft.data.audio import write_audio
 from asr_sft.cli import main
 from asr_sft.corpora.folder import import_table
 from asr_sft.corpora.fsdd import prepare_fsdd, read_metadata
 from asr_sft.corpora.librispeech import prepare_librispeech, read_speakers
 from asr_sft.errors import ManifestError
-from asr_sft.manifest import read_manifest
+from asr_sft.data.manifest import read_manifest
 from conftest import tone
 
 REAL_LS_ROOT = "real-clips/kennethwang_librispeech"

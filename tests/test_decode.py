@@ -4,10 +4,10 @@ import pytest
 from transformers import Wav2Vec2Config
 
 from asr_sft.cli import main
-from asr_sft.decode import DecodeOptions, decode_batch, decode_manifest, decode_rows, load_model, make_batches
+from asr_sft.evaluation.decode import DecodeOptions, decode_batch, decode_manifest, decode_rows, load_model, make_batches
 from asr_sft.errors import ModelError
-from asr_sft.features import load_row
-from asr_sft.manifest import read_manifest
+from asr_sft.data.features import load_row
+from asr_sft.data.manifest import read_manifest
 from asr_sft.models import model_family
 
 from _fixtures_models import (  # noqa: F401 (fixtures are used by name)

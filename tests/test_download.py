@@ -8,19 +8,21 @@ import tarfile
 
 import pytest
 
-from asr_sft import cli, download
-from asr_sft.audio import audio_info
+from asr_sft import cli
+
+from asr_sft.data import download
+from asr_sft.data.audio import audio_info
 from asr_sft.corpora import librispeech
-from asr_sft.download import (
+from asr_sft.data.download import (
     MIRROR_ENV,
     DownloadOptions,
     download_file,
-    download_librispeech,
     extract_archive,
     extraction_marker,
     is_verified,
     resolve_base_url,
 )
+from asr_sft.corpora.librispeech import download_librispeech
 from asr_sft.errors import ArchiveError, DownloadError
 
 from _fixtures_download import (  # noqa: F401 (fixtures are used by name)
@@ -338,7 +340,7 @@ def test_base_url_precedence(monkeypatch, mirror, env, expected):
         monkeypatch.delenv(MIRROR_ENV, raising=False)
     else:
         monkeypatch.setenv(MIRROR_ENV, env)
-    assert resolve_base_url(mirror) == expected
+    assert resolve_base_url(librispeech.BASE_URL, mirror) == expected
 
 
 # --- CLI ------------------------------------------------------------------------------------------
@@ -380,8 +382,8 @@ def test_cli_reports_errors_with_status_2(served, tmp_path, capsys):
 # --- integration with the synthetic corpus --------------------------------------------------------
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 def test_synthetic_split_archive_downloads_and_extracts(file_server, tmp_path, monkeypatch):
-    from asr_sft.pack import pack_split
-    from asr_sft.synth import SynthOptions, synthesize_corpus
+    from asr_sft.corpora.synthetic.pack import pack_split
+    from asr_sft.corpora.synthetic.synth import SynthOptions, synthesize_corpus
 
     options = SynthOptions(speakers_per_accent=1, utterances_per_speaker=2,
                            splits=(("dev-clean", 1),))

@@ -4,11 +4,11 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 from transformers import Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
 
-from asr_sft import features as F
-from asr_sft.audio import audio_info, load_audio
+from asr_sft.data import features as F
+from asr_sft.data.audio import audio_info, load_audio
 from asr_sft.cli import main
 from asr_sft.errors import AudioError
-from asr_sft.manifest import make_row, write_manifest
+from asr_sft.data.manifest import make_row, write_manifest
 from conftest import tone
 
 WHISPER_TOL = 1e-3  # max abs difference allowed against transformers' log-mel

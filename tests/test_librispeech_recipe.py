@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from asr_sft.corpora import librispeech
-from asr_sft.download import CHECKSUMS_ENV, download_librispeech, read_checksum_overrides, select_splits
+from asr_sft.corpora.librispeech import CHECKSUMS_ENV, download_librispeech, read_checksum_overrides, select_splits
 from asr_sft.errors import DownloadError
-from asr_sft.manifest import read_manifest
+from asr_sft.data.manifest import read_manifest
 from asr_sft.models.ctc import init_ctc_model
-from asr_sft.pack import pack_split
-from asr_sft.synth import SynthOptions, synthesize_corpus
+from asr_sft.corpora.synthetic.pack import pack_split
+from asr_sft.corpora.synthetic.synth import SynthOptions, synthesize_corpus
 
 from _fixtures_download import file_server, librispeech_archive  # noqa: F401 (fixtures used by name)
 

@@ -5,9 +5,9 @@ import pytest
 
 from asr_sft.cli import main
 from asr_sft.errors import ManifestError
-from asr_sft.manifest import (FilterOptions, check_manifest, filter_rows, make_row, read_manifest,
+from asr_sft.data.manifest import (FilterOptions, check_manifest, filter_rows, make_row, read_manifest,
                               write_manifest)
-from asr_sft.audio import write_audio
+from asr_sft.data.audio import write_audio
 from conftest import tone
 
 

@@ -3,6 +3,8 @@ import math
 
 import pytest
 import torch
+
+from asr_sft.models.options import DecodeOptions
 from transformers import (
     AutoModelForCTC,
     Wav2Vec2Config,
@@ -258,7 +260,7 @@ def test_whisper_labels(tiny_whisper_dir):
 def test_whisper_decode_batch(tiny_whisper_dir):
     model, processor = wh.load_whisper_model(tiny_whisper_dir)
     texts = wh.decode_batch(model, processor, [0.1 * torch.randn(16000), 0.1 * torch.randn(24000)],
-                            max_new_tokens=4)
+                            DecodeOptions(max_new_tokens=4))
     assert len(texts) == 2 and all(isinstance(t, str) and t == t.strip() for t in texts)
     assert all("<|" not in t for t in texts)  # special tokens are not text
 

@@ -8,11 +8,11 @@ import re
 import pytest
 
 from asr_sft.cli import main
-from asr_sft.config import Config, TrainConfig
-from asr_sft.decode import DecodeOptions, decode_manifest, load_model
-from asr_sft.manifest import read_manifest
-from asr_sft.scoring import score_texts
-from asr_sft.train import evaluate
+from asr_sft.training.config import Config, TrainConfig
+from asr_sft.evaluation.decode import DecodeOptions, decode_manifest, load_model
+from asr_sft.data.manifest import read_manifest
+from asr_sft.evaluation.scoring import score_texts
+from asr_sft.training.loop import evaluate
 
 from _fixtures_models import clips_manifest, tiny_ctc_dir  # noqa: F401 (fixtures are used by name)
 

@@ -17,12 +17,18 @@ from pathlib import Path
 
 import pytest
 
-from asr_sft import cli, espeak, pack, synth
-from asr_sft.audio import audio_info
+from asr_sft import cli
+
+from asr_sft.corpora.synthetic import espeak
+
+from asr_sft.corpora.synthetic import pack
+
+from asr_sft.corpora.synthetic import synth
+from asr_sft.data.audio import audio_info
 from asr_sft.corpora.librispeech import read_speakers
 from asr_sft.errors import SynthesisError
-from asr_sft.manifest import check_manifest, read_manifest
-from asr_sft.sentences import (
+from asr_sft.data.manifest import check_manifest, read_manifest
+from asr_sft.corpora.synthetic.sentences import (
     MAX_WORDS,
     MIN_WORDS,
     generate_sentences,
@@ -34,8 +40,8 @@ from asr_sft.sentences import (
     to_librispeech_text,
     year_to_words,
 )
-from asr_sft.pack import pack_split
-from asr_sft.synth import SynthOptions, split_counts, synthesize_corpus
+from asr_sft.corpora.synthetic.pack import pack_split
+from asr_sft.corpora.synthetic.synth import SynthOptions, split_counts, synthesize_corpus
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from asr_sft import text
+from asr_sft.evaluation import text
 from asr_sft.errors import ScoringError
-from asr_sft.text import NORMALIZERS, get_normalizer, load_spellings
+from asr_sft.evaluation.text import NORMALIZERS, get_normalizer, load_spellings
 
 WHISPER_EN = [
     # numbers

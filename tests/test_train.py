@@ -10,14 +10,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from asr_sft.checkpoint import read_metrics, read_pointer
-from asr_sft.config import ConfigError, load_config
+from asr_sft.training.checkpoint import read_metrics, read_pointer
+from asr_sft.training.config import ConfigError, load_config
 from asr_sft.corpora.fsdd import collect_fsdd
-from asr_sft.decode import DecodeOptions, decode_manifest
-from asr_sft.manifest import write_manifest
+from asr_sft.evaluation.decode import DecodeOptions, decode_manifest
+from asr_sft.data.manifest import write_manifest
 from asr_sft.models.ctc import build_vocab, init_ctc_model
-from asr_sft.scoring import score_texts
-from asr_sft.train import count_infeasible, lr_factor, train
+from asr_sft.evaluation.scoring import score_texts
+from asr_sft.models.ctc import count_infeasible, output_frames
+from asr_sft.training.loop import lr_factor, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,7 +115,10 @@ def test_infeasible_utterances_are_counted(digits):
     model, processor = load_ctc_model(str(digits / "model"))
     mask = torch.ones(2, 1600, dtype=torch.long)  # 0.1 s -> 5 frames at 50 frames/s
     labels = torch.tensor([[5, 6, -100, -100, -100, -100, -100], [5, 5, 5, 6, 7, 8, 9]])
-    assert count_infeasible(model, {"sample_mask": mask, "labels": labels}) == 1
+    assert count_infeasible(model.config, mask.sum(-1), labels) == 1
+    # our output-length rule is the model's own
+    lengths = torch.tensor([400, 1600, 16000, 16001, 33333])
+    assert torch.equal(output_frames(model.config, lengths), model._get_feat_extract_output_lengths(lengths))
 
 
 def test_lr_schedule_shapes():
@@ -148,7 +152,7 @@ def test_config_rejects_unknown_and_mistyped(tmp_path):
 
 def test_best_pointer_works_as_a_model_argument(digits, tmp_path):
     """`checkpoints/best` is a pointer file; every model argument accepts it as the checkpoint."""
-    from asr_sft.models import resolve_model
+    from asr_sft.models.resolve import resolve_model
     from asr_sft.models.ctc import load_ctc_model
 
     out = tmp_path / "run"

@@ -15,9 +15,9 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from asr_sft.audio import audio_info
+from asr_sft.data.audio import audio_info
 from asr_sft.errors import AudioError, ManifestError
-from asr_sft.manifest import MAX_PROBLEMS_SHOWN, check_row, make_row, write_manifest
+from asr_sft.data.manifest import MAX_PROBLEMS_SHOWN, check_row, make_row, write_manifest
 
 REQUIRED_COLUMNS = ("path", "text")
 OPTIONAL_COLUMNS = ("id", "speaker", "accent", "gender", "language", "split")

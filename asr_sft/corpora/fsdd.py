@@ -11,9 +11,9 @@ import ast
 import re
 from pathlib import Path
 
-from asr_sft.audio import audio_info
+from asr_sft.data.audio import audio_info
 from asr_sft.errors import AudioError, ManifestError
-from asr_sft.manifest import MAX_PROBLEMS_SHOWN, make_row, write_manifest
+from asr_sft.data.manifest import MAX_PROBLEMS_SHOWN, make_row, write_manifest
 
 CORPUS = "fsdd"
 SPLITS = ("train", "test")

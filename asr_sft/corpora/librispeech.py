@@ -1,4 +1,10 @@
-"""LibriSpeech (OpenSLR resource 12): the archive table, and the parser of its layout into manifests.
+"""LibriSpeech (OpenSLR resource 12): the archive table, its download, and the parser of its layout
+into manifests.
+
+A private mirror whose archives differ from OpenSLR's (or a test serving synthetic ones) names a JSON
+file of their digests in ASR_SFT_LIBRISPEECH_CHECKSUMS, `{"dev-clean": {"md5": "...", "sha256":
+"..."}, ...}`: a split listed there is verified against those digests instead of the table's (give
+one or both; the other is then not checked).
 
 Layout inside every archive: LibriSpeech/<split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac,
 one <speaker>-<chapter>.trans.txt per chapter ("<utt-id> TRANSCRIPT" lines, upper case, no
@@ -11,14 +17,22 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from asr_sft.audio import audio_info
-from asr_sft.errors import AudioError, ManifestError
-from asr_sft.manifest import MAX_PROBLEMS_SHOWN, make_row, write_manifest
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import replace
+
+from asr_sft.data.audio import audio_info
+from asr_sft.data.download import (HASH_ALGORITHMS, DownloadOptions, SplitResult, download_file,
+                                   extract_archive, extraction_marker, is_verified, resolve_base_url)
+from asr_sft.errors import ArchiveError, AudioError, DownloadError, ManifestError
+from asr_sft.data.manifest import MAX_PROBLEMS_SHOWN, make_row, write_manifest
 
 log = logging.getLogger(__name__)
 
-# Overridable with --mirror or the ASR_SFT_MIRROR environment variable (see asr_sft.download).
+# Overridable with --mirror or the ASR_SFT_MIRROR environment variable (see asr_sft.data.download).
 BASE_URL = "https://www.openslr.org/resources/12"
+CHECKSUMS_ENV = "ASR_SFT_LIBRISPEECH_CHECKSUMS"  # JSON file of digests that replace the table's, per split
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,84 @@ SPLITS: dict[str, ArchiveSpec] = {
                     "ddb22f27f96ec163645d53215559df6aa36515f26e01dd70798188350adcb6d2"),
     ]
 }
+
+
+# --- download -----------------------------------------------------------------------------------
+def download_librispeech(
+    splits: str | Iterable[str],
+    dest: str | Path,
+    mirror: str | None = None,
+    extract: bool = True,
+    options: DownloadOptions = DownloadOptions(),
+) -> list[SplitResult]:
+    """Fetch LibriSpeech splits into `dest` (archives there, corpus under `dest/LibriSpeech/`).
+
+    Per split: skip it when its extraction marker is there (or, with extract=False, when the
+    archive is verified); otherwise download and verify the archive unless it already verifies,
+    then extract it. Unknown split names raise DownloadError listing the valid ones, before any
+    download starts.
+    """
+    specs, base, dest = select_splits(splits), resolve_base_url(BASE_URL, mirror), Path(dest)
+    return [_fetch_split(spec, base, dest, extract, options) for spec in specs]
+
+
+def _fetch_split(spec: ArchiveSpec, base: str, dest: Path, extract: bool,
+                 options: DownloadOptions) -> SplitResult:
+    archive = dest / spec.filename
+    root = dest / "LibriSpeech" / spec.name if extract else None
+    if extract and extraction_marker(archive, dest).exists():
+        return SplitResult(spec.name, archive, root, downloaded=False, extracted=False)
+    downloaded = not is_verified(archive, md5=spec.md5, sha256=spec.sha256)
+    if downloaded:
+        download_file(f"{base}/{spec.filename}", archive, md5=spec.md5, sha256=spec.sha256,
+                      options=options)
+    extracted = extract and extract_archive(archive, dest)
+    if extract and not root.is_dir():
+        raise ArchiveError(f"{archive}: has no LibriSpeech/{spec.name}/ folder; not a "
+                           f"{spec.name} archive")
+    return SplitResult(spec.name, archive, root, downloaded=downloaded, extracted=extracted)
+
+
+def select_splits(names: str | Iterable[str]) -> list[ArchiveSpec]:
+    """Specs for split names (a list, or one comma-separated string), in order, without repeats."""
+    if isinstance(names, str):
+        names = names.split(",")
+    names = [n.strip() for n in names if n.strip()]
+    valid = ", ".join(SPLITS)
+    unknown = [n for n in names if n not in SPLITS]
+    if unknown:
+        raise DownloadError(f"unknown LibriSpeech split(s): {', '.join(unknown)}; valid: {valid}")
+    if not names:
+        raise DownloadError(f"no LibriSpeech split given; valid: {valid}")
+    overrides = read_checksum_overrides(os.environ.get(CHECKSUMS_ENV))
+    return [overrides.get(n, SPLITS[n]) for n in dict.fromkeys(names)]
+
+
+def read_checksum_overrides(path: str | Path | None) -> dict[str, ArchiveSpec]:
+    """Specs whose digests come from a JSON file `{split: {"md5": ..., "sha256": ...}}` (see the
+    module docstring); {} when `path` is None or empty. Raises DownloadError naming the file for
+    anything it cannot use, so a typo never silently falls back to the table's digests."""
+    if not path:
+        return {}
+    try:
+        table = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise DownloadError(f"{path} (${CHECKSUMS_ENV}): cannot read a JSON checksum table ({err})") from err
+    if not isinstance(table, dict):
+        raise DownloadError(f"{path} (${CHECKSUMS_ENV}): expected a JSON object {{split: digests}}")
+    specs = {}
+    for split, digests in table.items():
+        if split not in SPLITS:
+            raise DownloadError(f"{path} (${CHECKSUMS_ENV}): unknown split {split!r}; valid: "
+                                f"{', '.join(SPLITS)}")
+        usable = (isinstance(digests, dict) and digests and set(digests) <= set(HASH_ALGORITHMS)
+                  and all(isinstance(d, str) and d for d in digests.values()))
+        if not usable:
+            raise DownloadError(f"{path} (${CHECKSUMS_ENV}): {split}: expected "
+                                f"{{\"md5\": ..., \"sha256\": ...}} (one or both), got {digests!r}")
+        specs[split] = replace(SPLITS[split], md5=digests.get("md5"),
+                               sha256=digests.get("sha256"))
+    return specs
 
 
 # --- parser: LibriSpeech layout -> one manifest per split -----------------------------------------

@@ -15,7 +15,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -30,13 +30,17 @@ from transformers import (
 )
 from transformers.utils import cached_file
 
-from asr_sft.audio import SAMPLE_RATE
-from asr_sft.errors import ManifestError, ModelError
-from asr_sft.features import normalize_waveforms, pad_batch, sample_mask
-from asr_sft.models import resolve_model, staged_dir
+from asr_sft.data.audio import SAMPLE_RATE
+from asr_sft.errors import ManifestError, ModelError, OptionError
+from asr_sft.data.features import normalize_waveforms, pad_batch, sample_mask
+from asr_sft.atomic import staged_dir
+from asr_sft.models.options import DecodeOptions
+from asr_sft.models.resolve import resolve_model
 
 log = logging.getLogger(__name__)
 
+NAME = "ctc"  # model.type of this family
+MAX_INPUT_SECONDS = None  # no input limit: the encoder takes any length
 PAD_TOKEN = "<pad>"  # id 0: the CTC blank, and the padding of label batches
 UNK_TOKEN = "<unk>"  # characters not in the vocabulary
 WORD_DELIMITER = "|"  # stands for the space between words
@@ -69,6 +73,11 @@ SIZES = {
 
 @dataclass(frozen=True)
 class CTCModelOptions:
+    """The [model] section of a training config for `type = "ctc"`."""
+
+    type: str = "ctc"  # the model family (asr_sft.models registry)
+    name_or_path: str = ""  # hub id, local folder, checkpoint pointer or builtin:<name>
+    new_vocab: bool = False  # build a character vocabulary from the training text and re-init the head
     # Keep the convolutional feature encoder fixed: the standard for fine-tuning (it saves memory
     # and time and rarely costs accuracy).
     freeze_feature_encoder: bool = True
@@ -77,25 +86,28 @@ class CTCModelOptions:
     mask_time_length: int = 10  # frames per time mask (20 ms each)
     mask_feature_prob: float = 0.0  # fraction of hidden channels that start a channel mask
     mask_feature_length: int = 10  # channels per channel mask
-    # Probability of skipping each transformer layer in training; 0 under DDP, where skipped
-    # layers break gradient synchronisation.
+    # Probability of skipping each transformer layer in training; forced to 0 under DDP, where
+    # skipped layers break gradient synchronisation.
     layerdrop: float = 0.0
     # Hidden, attention and activation dropout; None keeps the checkpoint's.
-    dropout: float | None = None
+    dropout: float | None = 0.1
     ctc_loss_reduction: str = "mean"  # "mean": per-utterance loss divided by its label length
     ctc_zero_infinity: bool = True  # an utterance too short for its labels gives loss 0, not inf
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
 
     def __post_init__(self):
+        if self.type != NAME:
+            raise OptionError(f"model.type must be {NAME!r} for CTC options, got {self.type!r}")
         for name in ("mask_time_prob", "mask_feature_prob", "layerdrop") + (
             ("dropout",) if self.dropout is not None else ()
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"CTCModelOptions.{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.mask_time_length < 1 or self.mask_feature_length < 1:
-            raise ValueError("CTCModelOptions mask lengths must be >= 1")
+                raise OptionError(f"model.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("mask_time_length", "mask_feature_length"):
+            if getattr(self, name) < 1:
+                raise OptionError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.ctc_loss_reduction not in ("mean", "sum"):
-            raise ValueError(f"ctc_loss_reduction must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}")
+            raise OptionError(f"model.ctc_loss_reduction must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}")
 
     def config_overrides(self) -> dict:
         """The options that live in the model config (what from_pretrained accepts as kwargs)."""
@@ -176,7 +188,7 @@ def _has_file(name_or_path: str, filename: str) -> bool:
 
 
 def load_ctc_model(
-    name_or_path: str | Path, vocab: dict[str, int] | None = None, options: CTCModelOptions = CTCModelOptions()
+    name_or_path: str | Path, vocab: dict[str, int] | None = None, options: CTCModelOptions | None = None
 ) -> tuple[torch.nn.Module, Wav2Vec2Processor]:
     """(model, processor) of a CTC checkpoint (hub id or local folder).
 
@@ -184,6 +196,7 @@ def load_ctc_model(
     the processor gets a tokenizer for `vocab` and the model a freshly initialised lm_head of that
     size; every other weight is the checkpoint's.
     """
+    options = options or CTCModelOptions()
     name = resolve_model(name_or_path)
     try:
         if not _has_file(name, "config.json"):
@@ -288,8 +301,9 @@ def model_inputs(processor: Wav2Vec2Processor,
 
 @torch.inference_mode()
 def decode_batch(model: torch.nn.Module, processor: Wav2Vec2Processor,
-                 waves: Sequence[torch.Tensor]) -> list[str]:
-    """Greedy transcripts of 16 kHz mono waves (samples,), computed on the model's device and dtype.
+                 waves: Sequence[torch.Tensor], options: DecodeOptions | None = None) -> list[str]:
+    """Greedy transcripts of 16 kHz mono waves (samples,), computed on the model's device and dtype
+    (CTC decoding takes none of `options`: it is always greedy).
 
     The model is put in eval mode for the call (no dropout, no SpecAugment) and restored after.
     """
@@ -304,10 +318,75 @@ def decode_batch(model: torch.nn.Module, processor: Wav2Vec2Processor,
         logits = model(values.to(param.dtype), attention_mask=attention_mask).logits
     finally:
         model.train(was_training)
-    frames = model._get_feat_extract_output_lengths(mask.sum(dim=1)).clamp(max=logits.shape[1])
+    frames = output_frames(model.config, mask.sum(dim=1)).clamp(max=logits.shape[1])
     tokenizer = processor.tokenizer
     id_to_token = {i: t for t, i in tokenizer.get_vocab().items()}
     specials = [tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens
                 if t != WORD_DELIMITER]
     ids = logits.argmax(dim=-1).cpu()
     return greedy_decode(ids, frames.cpu(), id_to_token, tokenizer.pad_token_id, specials)
+
+
+def output_frames(config, sample_lengths: torch.Tensor) -> torch.Tensor:
+    """Frames the convolutional feature encoder makes of `sample_lengths` samples (each conv layer:
+    floor((L - kernel) / stride) + 1), as the model's own output-length rule."""
+    lengths = sample_lengths
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride):
+        lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+    return lengths
+
+
+def count_infeasible(config, sample_lengths: torch.Tensor, labels: torch.Tensor) -> int:
+    """Utterances whose labels cannot fit the model's output frames (CTC needs a blank between
+    repeated characters): their loss is infinite and zero_infinity turns it into 0."""
+    frames = output_frames(config, sample_lengths)
+    valid = labels >= 0
+    repeats = ((labels[:, 1:] == labels[:, :-1]) & valid[:, 1:]).sum(-1)
+    return int(((valid.sum(-1) + repeats) > frames).sum())
+
+
+# --- the family interface (asr_sft.models) --------------------------------------------------------
+Options = CTCModelOptions
+
+
+def handles(config) -> bool:
+    return any(name.endswith("ForCTC") for name in (config.architectures or []))
+
+
+def load(options: CTCModelOptions, texts: Iterable[str], num_processes: int = 1):
+    """(model, processor) to train: a new vocabulary from `texts` when options.new_vocab."""
+    vocab = build_vocab(texts) if options.new_vocab else None
+    if num_processes > 1 and options.layerdrop > 0:
+        log.warning("model.layerdrop=%s ignored under DDP (skipped layers break gradient sync)", options.layerdrop)
+        options = replace(options, layerdrop=0.0)
+    return load_ctc_model(options.name_or_path, vocab=vocab, options=options)
+
+
+def load_for_inference(name_or_path: str | Path, options: DecodeOptions):
+    return load_ctc_model(name_or_path)
+
+
+def collate(processor: Wav2Vec2Processor, rows: Sequence[dict], waves: Sequence[torch.Tensor]) -> dict:
+    """Model inputs exactly as decoding builds them (model_inputs), CTC labels (pad -> -100) and
+    the real sample counts (for count_infeasible)."""
+    values, mask = model_inputs(processor, waves)
+    batch = {"input_values": values, "labels": make_labels(processor, [r["text"] for r in rows])}
+    # Group-norm checkpoints (wav2vec2-base) were trained without a mask and decode without one.
+    if processor.feature_extractor.return_attention_mask:
+        batch["attention_mask"] = mask
+    return {**batch, "sample_lengths": mask.sum(-1)}
+
+
+def loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, int]]:
+    """CTC loss of a collated batch (model may be DDP-wrapped), and how many utterances were
+    infeasible (too many labels for their frames)."""
+    from asr_sft.models import unwrap
+
+    batch = dict(batch)
+    lengths = batch.pop("sample_lengths")
+    infeasible = count_infeasible(unwrap(model).config, lengths, batch["labels"])
+    return model(**batch).loss, {"infeasible_utterances": infeasible}
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]

@@ -14,7 +14,8 @@ through the deprecated forced_decoder_ids; evaluation goes through `generate`, l
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,15 +29,18 @@ from transformers import (
 )
 from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
-from asr_sft.errors import ModelError
-from asr_sft.features import N_FRAMES, WhisperMelOptions, log_mel_spectrogram
-from asr_sft.models import staged_dir
+from asr_sft.errors import ModelError, OptionError
+from asr_sft.data.features import N_FRAMES, WhisperMelOptions, log_mel_spectrogram
+from asr_sft.atomic import staged_dir
+from asr_sft.models.options import MAX_NEW_TOKENS, DecodeOptions
+from asr_sft.models.resolve import resolve_model
 
 log = logging.getLogger(__name__)
 
 MAX_TARGET_POSITIONS = 448  # decoder tokens Whisper can attend to (prefix + text + <|endoftext|>)
-MAX_NEW_TOKENS = 224  # tokens generated at most: openai/whisper's sample_len (half the context)
 N_MELS = 80  # mel bins of every Whisper model up to large-v2 (large-v3: 128)
+NAME = "whisper"  # model.type of this family
+MAX_INPUT_SECONDS = 30.0  # the encoder's window; audio past it is not heard
 SOT, EOT, NO_TIMESTAMPS = "<|startoftranscript|>", "<|endoftext|>", "<|notimestamps|>"
 TASKS = ("transcribe", "translate")
 
@@ -58,7 +62,7 @@ def load_whisper_model(
 ) -> tuple[WhisperForConditionalGeneration, WhisperProcessor]:
     """(model, processor) of a Whisper checkpoint (hub id or local folder), with the prefix tokens
     for `language` and `task` set on both the generation config and the tokenizer."""
-    name = str(name_or_path)
+    name = resolve_model(name_or_path)
     try:
         processor = WhisperProcessor.from_pretrained(name)
         model = WhisperForConditionalGeneration.from_pretrained(name, dtype=torch.float32)  # see ctc.py
@@ -189,8 +193,7 @@ def input_features(model: WhisperForConditionalGeneration, waves: Sequence[torch
 
 @torch.inference_mode()
 def decode_batch(model: WhisperForConditionalGeneration, processor: WhisperProcessor,
-                 waves: Sequence[torch.Tensor], num_beams: int = 1,
-                 max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
+                 waves: Sequence[torch.Tensor], options: DecodeOptions = DecodeOptions()) -> list[str]:
     """Transcripts of 16 kHz mono waves (samples,) through `generate` (greedy when num_beams=1),
     with the model's prefix tokens. Audio past 30 s is not seen (Whisper's window).
 
@@ -203,8 +206,57 @@ def decode_batch(model: WhisperForConditionalGeneration, processor: WhisperProce
         # Whisper's encoder takes no mask (every input is 30 s); an all-ones one just tells
         # `generate` so instead of warning that it cannot infer one.
         mask = torch.ones(features.shape[0], features.shape[2], dtype=torch.long, device=features.device)
-        ids = model.generate(input_features=features, attention_mask=mask, num_beams=num_beams,
-                             do_sample=False, max_new_tokens=max_new_tokens)
+        ids = model.generate(input_features=features, attention_mask=mask, num_beams=options.num_beams,
+                             do_sample=False, max_new_tokens=options.max_new_tokens)
     finally:
         model.train(was_training)
     return [text.strip() for text in processor.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+# --- the family interface (asr_sft.models) --------------------------------------------------------
+@dataclass(frozen=True)
+class WhisperOptions:
+    """The [model] section of a training config for `type = "whisper"` (seq2seq, cross-entropy)."""
+
+    type: str = "whisper"  # the model family (asr_sft.models registry)
+    name_or_path: str = ""  # hub id, local folder, checkpoint pointer or builtin:<name>
+    language: str = "en"  # the prefix's language token (ignored by English-only models)
+    task: str = "transcribe"  # "transcribe" or "translate"
+
+    def __post_init__(self):
+        if self.type != NAME:
+            raise OptionError(f"model.type must be {NAME!r} for Whisper options, got {self.type!r}")
+        if self.task not in TASKS:
+            raise OptionError(f"model.task must be one of {', '.join(TASKS)}, got {self.task!r}")
+
+
+Options = WhisperOptions
+
+
+def handles(config) -> bool:
+    return config.model_type == "whisper"
+
+
+def load(options: WhisperOptions, texts: Iterable[str], num_processes: int = 1):
+    """(model, processor) to train, with the prefix for options.language/task."""
+    return load_whisper_model(options.name_or_path, options.language, options.task)
+
+
+def load_for_inference(name_or_path: str | Path, options: DecodeOptions):
+    return load_whisper_model(name_or_path, options.language, options.task)
+
+
+def collate(processor: WhisperProcessor, rows: Sequence[dict], waves: Sequence[torch.Tensor]) -> dict:
+    """log-mel input features (as decoding computes them) and prefix + text + <|endoftext|> labels."""
+    options = WhisperMelOptions(n_mels=processor.feature_extractor.feature_size)
+    return {"input_features": log_mel_spectrogram(list(waves), options=options),
+            "labels": make_labels(processor, [r["text"] for r in rows])}
+
+
+def loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, int]]:
+    """Token cross-entropy (the model shifts the labels right to make its decoder input)."""
+    return model(**batch).loss, {}
+
+
+def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]

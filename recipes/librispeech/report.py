@@ -16,9 +16,9 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from asr_sft import checkpoint as ckpt
+from asr_sft.training import checkpoint as ckpt
 from asr_sft.atomic import write_text_atomic
-from asr_sft.manifest import read_manifest
+from asr_sft.data.manifest import read_manifest
 
 # wav2vec 2.0 paper (Baevski et al. 2020), Table 1: BASE fine-tuned on 100 h labelled, no LM.
 PUBLISHED_WER = {"test-clean": 6.1, "test-other": 13.3}

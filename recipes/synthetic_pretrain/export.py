@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from asr_sft.checkpoint import read_pointer
-from asr_sft.manifest import read_manifest
-from asr_sft.models import staged_dir
+from asr_sft.training.checkpoint import read_pointer
+from asr_sft.data.manifest import read_manifest
+from asr_sft.atomic import staged_dir
 from asr_sft.models.ctc import load_ctc_model
 
 

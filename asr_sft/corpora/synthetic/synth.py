@@ -35,12 +35,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asr_sft import espeak
-from asr_sft import sentences as sentence_source
-from asr_sft.audio import audio_info, resample, write_audio
+from asr_sft.corpora.synthetic import espeak
+from asr_sft.corpora.synthetic import sentences as sentence_source
+from asr_sft.data.audio import audio_info, resample, write_audio
 from asr_sft.errors import SynthesisError
 from asr_sft.atomic import write_text_atomic
-from asr_sft.manifest import make_row, read_manifest, write_manifest
+from asr_sft.data.manifest import make_row, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from asr_sft.atomic import atomic_path, write_text_atomic
 from asr_sft.errors import ScoringError
-from asr_sft.scoring import Scores
+from asr_sft.evaluation.scoring import Scores
 
 
 # ------------------------------------------------------------------------------- one system, one test set
@@ -154,7 +154,7 @@ def write_icefall_files(folder: str | Path, scores: Scores, name: str) -> dict[s
 def write_score_files(folder: str | Path, scores: Scores, name: str, info: dict | None = None) -> dict[str, str]:
     """The icefall files plus wer.json: the summary (S/D/I/N, WER, CER, SER, normaliser) and `info`
     (where the hypotheses and references came from)."""
-    from asr_sft.text import get_normalizer
+    from asr_sft.evaluation.text import get_normalizer
 
     files = write_icefall_files(folder, scores, name)
     summary = scores.summary().to_dict()

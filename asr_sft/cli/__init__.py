@@ -41,7 +41,7 @@ def _add_download(sub) -> None:
 
 
 def _run_download(args) -> int:
-    from asr_sft.download import download_librispeech
+    from asr_sft.corpora.librispeech import download_librispeech
 
     for result in download_librispeech(args.splits, args.dest, mirror=args.mirror,
                                        extract=args.extract):
@@ -119,7 +119,7 @@ def _run_prepare_fsdd(args) -> int:
 
 
 def _print_manifest_summary(path: Path) -> None:
-    from asr_sft.manifest import read_manifest
+    from asr_sft.data.manifest import read_manifest
 
     rows = read_manifest(path, check_audio=False)  # just written and checked
     hours = sum(r["duration"] for r in rows) / 3600
@@ -167,8 +167,8 @@ def _add_synth(sub) -> None:
 
 
 def _run_synth(args) -> int:
-    from asr_sft.pack import pack_split
-    from asr_sft.synth import SynthOptions, synthesize_corpus
+    from asr_sft.corpora.synthetic.pack import pack_split
+    from asr_sft.corpora.synthetic.synth import SynthOptions, synthesize_corpus
 
     options = SynthOptions(
         accents=tuple(a.strip() for a in args.accents.split(",") if a.strip()),
@@ -255,7 +255,7 @@ def _add_validate(sub) -> None:
 
 
 def _run_validate(args) -> int:
-    from asr_sft import manifest
+    from asr_sft.data import manifest
 
     options = manifest.FilterOptions(args.min_duration, args.max_duration, args.max_chars_per_second)
     kept = []
@@ -304,7 +304,8 @@ def _count(text: str) -> int:
 
 
 def _run_features(args) -> int:
-    from asr_sft import features, manifest
+    from asr_sft.data import features
+    from asr_sft.data import manifest
 
     rows = manifest.read_manifest(args.manifest)[: args.limit]
     s = features.summarize_features(rows, args.kind, args.n_mels, args.batch_size, args.device)
@@ -347,7 +348,7 @@ def _run_init_model(args) -> int:
     from asr_sft.errors import ModelError
 
     if args.arch == "wav2vec2":
-        from asr_sft.manifest import read_manifest
+        from asr_sft.data.manifest import read_manifest
         from asr_sft.models.ctc import init_ctc_model
 
         if args.vocab_from is None:
@@ -390,7 +391,7 @@ def _add_decode(sub) -> None:
 def _run_decode(args) -> int:
     import json
 
-    from asr_sft.decode import SUMMARY_NAME, DecodeOptions, decode_manifest
+    from asr_sft.evaluation.decode import SUMMARY_NAME, DecodeOptions, decode_manifest
 
     options = DecodeOptions(batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds,
                             device=args.device, dtype=args.dtype, num_beams=args.num_beams,
@@ -424,14 +425,14 @@ def _run_train(args) -> int:
     import json
     import logging
 
-    from asr_sft.config import config_to_dict, load_config
+    from asr_sft.training.config import config_to_dict, load_config
 
     config = load_config(args.config, args.overrides)
     if args.print_config:
         print(json.dumps(config_to_dict(config), indent=2))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from asr_sft.train import train
+    from asr_sft.training.loop import train
 
     result = train(config)
     print(f"trained {result.steps} steps; best dev WER {result.best_wer:.2%} at {result.best_checkpoint}")
@@ -461,8 +462,8 @@ def _add_score(sub) -> None:
 
 
 def _run_score(args) -> int:
-    from asr_sft.benchmark import score_file
-    from asr_sft.report import summary_line, write_score_files
+    from asr_sft.evaluation.benchmark import score_file
+    from asr_sft.evaluation.report import summary_line, write_score_files
 
     name = args.name or (args.hyps.parent.name if args.hyps.name == "hyps.jsonl" else args.hyps.stem) or "test"
     scores = score_file(args.hyps, args.manifest, normalizer=args.normalizer)
@@ -514,7 +515,7 @@ def _add_bench(sub) -> None:
 def _run_bench(args) -> int:
     import logging
 
-    from asr_sft.benchmark import BenchOptions, run_benchmark
+    from asr_sft.evaluation.benchmark import BenchOptions, run_benchmark
     from asr_sft.errors import ScoringError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -528,7 +529,7 @@ def _run_bench(args) -> int:
     systems = _bench_systems(args.system)
     decode_options = None
     if any(s.model for s in systems):
-        from asr_sft.decode import DecodeOptions
+        from asr_sft.evaluation.decode import DecodeOptions
 
         decode_options = DecodeOptions(batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds,
                                        device=args.device, dtype=args.dtype, num_beams=args.num_beams,
@@ -562,9 +563,9 @@ def _bench_systems(items: list[str]) -> list:
     """--system values -> benchmark Systems: an existing file (or NAME@TESTSET=FILE) is hypotheses,
     as is a decode folder (hyps.jsonl, no config.json); anything else is a model (folder, hub id,
     builtin:<name>, or a checkpoints/best pointer)."""
-    from asr_sft.benchmark import ALL_TESTSETS, System
+    from asr_sft.evaluation.benchmark import ALL_TESTSETS, System
     from asr_sft.errors import ScoringError
-    from asr_sft.models import follow_pointer
+    from asr_sft.models.resolve import follow_pointer
 
     def hyp_file(path: str) -> str | None:
         folder = Path(path)

@@ -22,7 +22,7 @@ import torch
 import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 
-from asr_sft.audio import SAMPLE_RATE, load_audio
+from asr_sft.data.audio import SAMPLE_RATE, load_audio
 from asr_sft.errors import AsrSftError, AudioError
 
 N_FFT = 400  # samples per STFT window: 25 ms at 16 kHz

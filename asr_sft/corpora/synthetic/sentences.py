@@ -80,7 +80,7 @@ def generate_sentences(n: int, seed: int = 0) -> list[str]:
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     # Imported here: the grammar is built on this module's vocabulary and number words.
-    from asr_sft.grammar import Grammar
+    from asr_sft.corpora.synthetic.grammar import Grammar
 
     rng = random.Random(seed)
     vocab = load_vocabulary()

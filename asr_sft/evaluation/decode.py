@@ -26,46 +26,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from asr_sft.audio import SAMPLE_RATE
-from asr_sft.batching import pack_batches
+from asr_sft.data.audio import SAMPLE_RATE
+from asr_sft.data.batching import pack_batches
 from asr_sft.errors import ManifestError, ModelError
-from asr_sft.features import CHUNK_LENGTH, load_row
+from asr_sft.data.features import load_row
 from asr_sft.atomic import write_text_atomic
-from asr_sft.manifest import read_manifest
-from asr_sft.models import WHISPER, config_family, model_family
-from asr_sft.models import ctc, whisper
+from asr_sft.data.manifest import read_manifest
+from asr_sft.models import config_family, family_of, get_family, model_family, unwrap
+from asr_sft.models.options import DecodeOptions
 
 log = logging.getLogger(__name__)
 
 HYPS_NAME = "hyps.jsonl"
 SUMMARY_NAME = "decode.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    batch_size: int = 16  # utterances per batch at most
-    # Padded audio seconds per batch at most (utterances x longest duration); None: no limit.
-    # Batches are cut from the utterances sorted longest first, so an out-of-memory shows at once.
-    max_batch_seconds: float | None = None
-    device: str = "auto"  # "auto" (a GPU when there is one), "cpu", "cuda", "cuda:1", ...
-    dtype: str = "float32"  # model and features: "float32", "bfloat16" or "float16"
-    num_beams: int = 1  # Whisper: beam width of generate (1 = greedy); CTC is always greedy
-    max_new_tokens: int = whisper.MAX_NEW_TOKENS  # Whisper: generated tokens per utterance at most
-    language: str | None = "en"  # Whisper: the language token of the prefix
-    task: str = "transcribe"  # Whisper: "transcribe" or "translate"
-    warmup: bool = False  # decode the first batch once, untimed, before the timed pass
-    progress: bool = True  # a tqdm bar on stderr
-
-    def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"DecodeOptions.batch_size must be >= 1, got {self.batch_size}")
-        if self.max_batch_seconds is not None and not self.max_batch_seconds > 0:
-            raise ValueError(f"DecodeOptions.max_batch_seconds must be > 0, got {self.max_batch_seconds}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"DecodeOptions.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.num_beams < 1 or self.max_new_tokens < 1:
-            raise ValueError("DecodeOptions.num_beams and max_new_tokens must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -84,22 +58,9 @@ class DecodeTiming:
 # --- one batch ------------------------------------------------------------------------------------
 def decode_batch(model: torch.nn.Module, processor, waves: Sequence[torch.Tensor],
                  options: DecodeOptions = DecodeOptions()) -> list[str]:
-    """Transcripts of 16 kHz mono waves (samples,) with a CTC or Whisper model, on the model's device."""
+    """Transcripts of 16 kHz mono waves (samples,) with any family's model, on the model's device."""
     model = unwrap(model)
-    if config_family(model.config) == WHISPER:
-        return whisper.decode_batch(model, processor, waves, options.num_beams, options.max_new_tokens)
-    return ctc.decode_batch(model, processor, waves)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers model inside DDP (.module) or torch.compile (._orig_mod) wrappers."""
-    while True:
-        inner = getattr(model, "module", None)
-        if not isinstance(inner, torch.nn.Module):
-            inner = getattr(model, "_orig_mod", None)
-        if not isinstance(inner, torch.nn.Module):
-            return model
-        model = inner
+    return family_of(model).decode_batch(model, processor, waves, options)
 
 
 # --- many rows ------------------------------------------------------------------------------------
@@ -165,14 +126,19 @@ def resolve_device(name: str) -> torch.device:
 
 def load_model(name_or_path: str | Path,
                options: DecodeOptions = DecodeOptions()) -> tuple[torch.nn.Module, object]:
-    """(model, processor) of a CTC or Whisper checkpoint, in eval mode on options.device/dtype."""
-    name = str(name_or_path)
-    if model_family(name) == WHISPER:
-        model, processor = whisper.load_whisper_model(name, options.language, options.task)
-    else:
-        model, processor = ctc.load_ctc_model(name)
+    """(model, processor) of a checkpoint of any family, in eval mode on options.device/dtype."""
+    model, processor = get_family(model_family(str(name_or_path))).load_for_inference(str(name_or_path), options)
     model.to(device=resolve_device(options.device), dtype=DTYPES[options.dtype])
     return model.eval(), processor
+
+
+def too_long_warning(model: torch.nn.Module, rows: Sequence[dict]) -> str | None:
+    """What to tell the user when some rows are longer than the model hears (Whisper: 30 s)."""
+    limit = family_of(unwrap(model)).MAX_INPUT_SECONDS
+    long = 0 if limit is None else sum(float(r["duration"]) > limit for r in rows)
+    if not long:
+        return None
+    return f"{long} utterance(s) longer than {limit:g} s; the model hears only their first {limit:g} s"
 
 
 def hyp_rows(rows: Sequence[dict], hyps: Sequence[str]) -> list[dict]:
@@ -191,10 +157,8 @@ def decode_manifest(model_dir_or_id: str | Path, manifest: str | Path, out_dir: 
         raise ManifestError(f"{manifest}: no utterances to decode")
     model, processor = load_model(model_dir_or_id, options)
     family = config_family(model.config)
-    long = sum(float(r["duration"]) > CHUNK_LENGTH for r in rows)
-    if family == WHISPER and long:
-        log.warning("%s: %d utterance(s) longer than %d s; Whisper hears only their first %d s",
-                    manifest, long, CHUNK_LENGTH, CHUNK_LENGTH)
+    if (warning := too_long_warning(model, rows)) is not None:
+        log.warning("%s: %s", manifest, warning)
     hyps, timing = decode_rows_timed(model, processor, rows, options)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

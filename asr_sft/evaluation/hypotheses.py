@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from asr_sft import report
+from asr_sft.evaluation import report
 from asr_sft.errors import ScoringError
 
 HYP_FORMATS = ("jsonl", "kaldi", "trn")

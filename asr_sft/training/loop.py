@@ -1,8 +1,11 @@
-"""CTC fine-tuning: a plain PyTorch loop on accelerate (devices, mixed precision, DDP).
+"""Fine-tuning: one plain PyTorch loop on accelerate (devices, mixed precision, DDP) for every
+model family.
 
 Read top to bottom: `train` sets up data, model and optimizer, resumes from the latest checkpoint if
-there is one, then runs `train_step` until `train.max_steps`, evaluating (greedy decode + WER through
-the same code as `asr-sft decode`/`score`) and saving checkpoints along the way.
+there is one, then runs `train_step` until `train.max_steps`, evaluating (decode + WER through the
+same code as `asr-sft decode`/`score`) and saving checkpoints along the way. Everything that differs
+between families (loading, collating, the loss, decoding) is behind the family interface
+(asr_sft.models), chosen by config.model.type; this module never asks which family it trains.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import math
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,27 +26,27 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from asr_sft import checkpoint as ckpt
-from asr_sft.batching import BatchingOptions, DurationBatchSampler, padding_fraction
-from asr_sft.config import Config, config_to_dict, save_config
+from asr_sft.training import checkpoint as ckpt
+from asr_sft.data.batching import BatchingOptions, DurationBatchSampler, padding_fraction
+from asr_sft.training.config import Config, config_to_dict, save_config
 from asr_sft.errors import ManifestError
-from asr_sft.features import load_row
-from asr_sft.manifest import FilterOptions, filter_rows, read_manifest
-from asr_sft.models.ctc import CTCModelOptions, build_vocab, load_ctc_model, make_labels, model_inputs
+from asr_sft.data.features import load_row
+from asr_sft.data.manifest import FilterOptions, filter_rows, read_manifest
+from asr_sft.models import get_family
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainState:
-    """Everything besides weights and optimizer that a resumed run needs to continue exactly."""
+    """Everything besides weights, optimizer and the sampler's position that a resumed run needs to
+    continue exactly."""
 
     step: int = 0  # optimizer steps taken
-    epoch: int = 0
-    batches_done: int = 0  # micro-batches consumed in this epoch
     best_wer: float = math.inf
     nonfinite_steps: int = 0  # optimizer steps skipped because the gradient was NaN/inf
-    infeasible_utterances: int = 0  # labels longer than the model's frames: CTC loss is inf, zeroed
+    # What the family's loss counted, summed (CTC: infeasible_utterances, labels longer than frames).
+    counts: dict[str, int] = field(default_factory=dict)
     audio_seconds: float = 0.0  # real (unpadded) training audio seen, this rank
 
 
@@ -67,26 +70,11 @@ def load_rows(manifest: str, config: Config, what: str) -> list[dict]:
     return kept
 
 
-def collate(rows: list[dict], processor) -> dict:
-    """Model inputs exactly as decoding builds them (asr_sft.models.ctc.model_inputs) and CTC labels
-    (pad -> -100) for one micro-batch, plus two bookkeeping entries the loop pops: the real-sample
-    mask and the audio seconds."""
-    values, mask = model_inputs(processor, [load_row(r) for r in rows])
-    batch = {"input_values": values, "labels": make_labels(processor, [r["text"] for r in rows])}
-    # Group-norm checkpoints (wav2vec2-base) were trained without a mask and decode without one.
-    if processor.feature_extractor.return_attention_mask:
-        batch["attention_mask"] = mask
-    return {**batch, "sample_mask": mask, "audio_seconds": sum(r["duration"] for r in rows)}
-
-
-def count_infeasible(model, batch: dict) -> int:
-    """Utterances whose labels cannot fit the model's output frames (CTC needs a blank between
-    repeated characters): their loss is infinite and zero_infinity turns it into 0."""
-    frames = model._get_feat_extract_output_lengths(batch["sample_mask"].sum(-1))
-    labels = batch["labels"]
-    valid = labels >= 0
-    repeats = ((labels[:, 1:] == labels[:, :-1]) & valid[:, 1:]).sum(-1)
-    return int(((valid.sum(-1) + repeats) > frames).sum())
+def collate(family, processor, rows: list[dict]) -> dict:
+    """One micro-batch: the family's tensors (inputs exactly as decoding builds them, and labels)
+    plus the real audio seconds, which the loop pops for its throughput figures."""
+    batch = family.collate(processor, rows, [load_row(r) for r in rows])
+    return {**batch, "audio_seconds": sum(r["duration"] for r in rows)}
 
 
 # --- optimisation ---------------------------------------------------------------------------------
@@ -103,27 +91,28 @@ def lr_factor(step: int, config: Config) -> float:
     return 1.0 - progress
 
 
-def make_optimizer(model, config: Config):
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizer(model, params, config: Config):
     optimizer = torch.optim.AdamW(params, lr=config.optim.lr, betas=config.optim.betas,
                                   eps=config.optim.eps, weight_decay=config.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
     return optimizer, scheduler
 
 
-def train_step(model, optimizer, scheduler, micro_batches: list[dict], accelerator, config, state) -> dict:
+def train_step(family, model, optimizer, scheduler, micro_batches: list[dict], accelerator, config,
+               state) -> dict:
     """One optimizer step over grad_accum micro-batches; returns loss and grad norm."""
     model.train()
     total_loss = 0.0
     for i, batch in enumerate(micro_batches):
-        state.infeasible_utterances += count_infeasible(accelerator.unwrap_model(model), batch)
         state.audio_seconds += batch.pop("audio_seconds")
-        batch.pop("sample_mask")
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         # DDP: only the last micro-batch all-reduces gradients.
         sync = accelerator.no_sync(model) if i < len(micro_batches) - 1 else contextlib.nullcontext()
         with sync, accelerator.autocast():
-            loss = model(**batch).loss / len(micro_batches)
+            loss, counts = family.loss(model, batch)
+            loss = loss / len(micro_batches)
+        for name, n in counts.items():
+            state.counts[name] = state.counts.get(name, 0) + n
         accelerator.backward(loss)
         total_loss += loss.detach().float()
     max_norm = config.optim.max_grad_norm or math.inf
@@ -142,15 +131,16 @@ def train_step(model, optimizer, scheduler, micro_batches: list[dict], accelerat
 
 # --- batches across epochs ------------------------------------------------------------------------
 class BatchStream:
-    """Micro-batches in a deterministic order across epochs. Its position (epoch, batches done) is
-    part of TrainState, so a resumed run continues with exactly the batches an uninterrupted run
-    would have seen. With `threads` > 0 the next `threads` batches are read and collated in
+    """Micro-batches in a deterministic order across epochs. It starts where the sampler stands (a
+    restored sampler: where the checkpoint left off) and its position goes back into the sampler's
+    own state_dict at every save, so a resumed run continues with exactly the batches an
+    uninterrupted run would have seen. With `threads` > 0 the next `threads` batches are read and collated in
     background threads (soundfile and torch release the GIL) while the model trains on this one:
     a GPU step is faster than one thread decoding its audio."""
 
-    def __init__(self, sampler: DurationBatchSampler, rows: list[dict], processor, state: TrainState,
-                 threads: int = 0):
-        self.sampler, self.rows, self.processor, self.state = sampler, rows, processor, state
+    def __init__(self, sampler: DurationBatchSampler, rows: list[dict], make_batch, threads: int = 0):
+        self.sampler, self.rows, self.make_batch = sampler, rows, make_batch
+        self.epoch, self.done = sampler.epoch, sampler.batches_yielded  # batches taken this epoch
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="collate") if threads else None
         self.ahead = threads
         self.pending: deque = deque()  # (epoch, position, batch indices, future or collated batch)
@@ -160,12 +150,12 @@ class BatchStream:
         if epoch not in self._epochs:
             self.sampler.set_epoch(epoch)
             self._epochs = {e: b for e, b in self._epochs.items() if e >= epoch - 1}
-            self._epochs[epoch] = list(iter(self.sampler))
+            self._epochs[epoch] = self.sampler.batches()
         return self._epochs[epoch]
 
     def _next_position(self) -> tuple[int, int]:
         epoch, position = ((self.pending[-1][0], self.pending[-1][1] + 1) if self.pending
-                           else (self.state.epoch, self.state.batches_done))
+                           else (self.epoch, self.done))
         while position >= len(self.batches(epoch)):
             epoch, position = epoch + 1, 0
         return epoch, position
@@ -175,7 +165,7 @@ class BatchStream:
             epoch, position = self._next_position()
             indices = self.batches(epoch)[position]
             rows = [self.rows[i] for i in indices]
-            work = self.pool.submit(collate, rows, self.processor) if self.pool else collate(rows, self.processor)
+            work = self.pool.submit(self.make_batch, rows) if self.pool else self.make_batch(rows)
             self.pending.append((epoch, position, indices, work))
 
     def take(self, n: int) -> tuple[list[dict], list[list[int]]]:
@@ -184,10 +174,15 @@ class BatchStream:
         for _ in range(n):
             self._fill()
             epoch, position, batch, work = self.pending.popleft()
-            self.state.epoch, self.state.batches_done = epoch, position + 1
+            self.epoch, self.done = epoch, position + 1
             indices.append(batch)
             out.append(work.result() if self.pool else work)
         return out, indices
+
+    def state_dict(self) -> dict:
+        """The sampler's own state at the position training has reached (see BatchStream)."""
+        self.sampler.set_epoch(self.epoch)
+        return self.sampler.state_dict(batches_done=self.done)
 
     def close(self) -> None:
         if self.pool:
@@ -197,8 +192,9 @@ class BatchStream:
 # --- evaluation -----------------------------------------------------------------------------------
 def evaluate(model, processor, rows: list[dict], config: Config) -> dict:
     """Dev WER through the same decoding and scoring code as `asr-sft decode` + `asr-sft score`."""
-    from asr_sft.decode import DecodeOptions, decode_rows
-    from asr_sft.scoring import score_texts
+    from asr_sft.evaluation.decode import decode_rows
+    from asr_sft.models.options import DecodeOptions
+    from asr_sft.evaluation.scoring import score_texts
 
     hyps = decode_rows(model, processor, rows, DecodeOptions(max_batch_seconds=config.data.max_batch_seconds))
     summary = score_texts([r["text"] for r in rows], hyps, normalizer=config.train.eval_normalizer).summary()
@@ -207,28 +203,18 @@ def evaluate(model, processor, rows: list[dict], config: Config) -> dict:
 
 
 # --- the loop -------------------------------------------------------------------------------------
-def build_model(config: Config, train_rows: list[dict], accelerator: Accelerator):
-    vocab = build_vocab(r["text"] for r in train_rows) if config.model.new_vocab else None
-    m = config.model
-    layerdrop = m.layerdrop
-    if accelerator.num_processes > 1 and layerdrop > 0:
-        log.warning("model.layerdrop=%s ignored under DDP (skipped layers break gradient sync)", layerdrop)
-        layerdrop = 0.0
-    options = CTCModelOptions(
-        freeze_feature_encoder=m.freeze_feature_encoder, mask_time_prob=m.mask_time_prob,
-        mask_time_length=m.mask_time_length, mask_feature_prob=m.mask_feature_prob,
-        mask_feature_length=m.mask_feature_length, layerdrop=layerdrop, dropout=m.dropout,
-        gradient_checkpointing=m.gradient_checkpointing,
-    )
-    return load_ctc_model(m.name_or_path, vocab=vocab, options=options)
-
-
-def resume(accelerator, model, optimizer, scheduler, output_dir: Path) -> TrainState:
-    """Restore the latest complete checkpoint, if any; otherwise a fresh state."""
+def resume(accelerator, model, optimizer, scheduler, sampler, output_dir: Path) -> TrainState:
+    """Restore the latest complete checkpoint, if any, into the model, optimizer, scheduler and
+    sampler (whose load_state_dict refuses a changed manifest, budget or replica count); otherwise
+    a fresh state."""
     latest = ckpt.read_pointer(output_dir, "latest")
     if latest is None:
         return TrainState()
     saved = ckpt.load_trainer_state(latest)
+    if "sampler" not in saved:
+        raise ManifestError(f"{latest}: written by an older asr_sft without the sampler's state; "
+                            "start a new train.output_dir")
+    sampler.load_state_dict(saved["sampler"])
     accelerator.unwrap_model(model).load_state_dict(load_file(latest / "model.safetensors"))
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
@@ -237,11 +223,13 @@ def resume(accelerator, model, optimizer, scheduler, output_dir: Path) -> TrainS
     return TrainState(**saved["state"])
 
 
-def save(accelerator, model, processor, optimizer, scheduler, state, config, metrics) -> Path | None:
+def save(accelerator, model, processor, optimizer, scheduler, stream, state, config, metrics) -> Path | None:
+    sampler_state = stream.state_dict()  # on every rank: it touches the sampler's epoch
     if not accelerator.is_main_process:
         return None
     trainer_state = {"state": vars(state).copy(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "rng": ckpt.capture_rng()}
+                     "scheduler": scheduler.state_dict(), "rng": ckpt.capture_rng(),
+                     "sampler": sampler_state}
     path = ckpt.save_checkpoint(config.train.output_dir, state.step, accelerator.unwrap_model(model),
                                 processor, trainer_state, config_to_dict(config), metrics)
     if "dev_wer" in metrics and metrics["dev_wer"] <= state.best_wer:
@@ -263,10 +251,10 @@ def train(config: Config, stop_at: int | None = None) -> TrainResult:
     dev_rows = load_rows(config.data.dev_manifest, config, "dev")
     if config.data.dev_max_utterances:
         dev_rows = dev_rows[: config.data.dev_max_utterances]
-    model, processor = build_model(config, train_rows, accelerator)
-    optimizer, scheduler = make_optimizer(model, config)
+    family = get_family(config.model.type)
+    model, processor = family.load(config.model, [r["text"] for r in train_rows], accelerator.num_processes)
+    optimizer, scheduler = make_optimizer(model, family.trainable_parameters(model), config)
     model, optimizer = accelerator.prepare(model, optimizer)
-    state = resume(accelerator, model, optimizer, scheduler, out)
     sampler = DurationBatchSampler(
         [r["duration"] for r in train_rows],
         BatchingOptions(max_batch_seconds=config.data.max_batch_seconds,
@@ -274,7 +262,9 @@ def train(config: Config, stop_at: int | None = None) -> TrainResult:
                         seed=config.train.seed),
         num_replicas=accelerator.num_processes, rank=accelerator.process_index,
     )
-    stream = BatchStream(sampler, train_rows, processor, state, config.data.loader_threads)
+    state = resume(accelerator, model, optimizer, scheduler, sampler, out)
+    stream = BatchStream(sampler, train_rows, lambda rows: collate(family, processor, rows),
+                         config.data.loader_threads)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "train_config.json")
@@ -285,11 +275,11 @@ def train(config: Config, stop_at: int | None = None) -> TrainResult:
     deadline = time.monotonic() + 60 * config.train.max_minutes if config.train.max_minutes else None
     while state.step < config.train.max_steps and state.step != stop_at:
         micro, indices = stream.take(config.optim.grad_accum)
-        stats = train_step(model, optimizer, scheduler, micro, accelerator, config, state)
+        stats = train_step(family, model, optimizer, scheduler, micro, accelerator, config, state)
         logger.add(stats, indices)
         bar.update(1)
         if state.step % config.train.log_every == 0:
-            bar.set_postfix(logger.flush(state, scheduler.get_last_lr()[0], durations))
+            bar.set_postfix(logger.flush(state, stream.epoch, scheduler.get_last_lr()[0], durations))
         timed_out = out_of_time(deadline, accelerator)
         if timed_out:
             log.warning("train.max_minutes=%s reached: stopping at step %d", config.train.max_minutes, state.step)
@@ -301,7 +291,7 @@ def train(config: Config, stop_at: int | None = None) -> TrainResult:
             state.best_wer = min(state.best_wer, metrics["dev_wer"])
         # Every evaluation is saved, so the best checkpoint always exists on disk.
         if evaluating or state.step % config.train.save_every == 0 or state.step == stop_at:
-            save(accelerator, model, processor, optimizer, scheduler, state, config, metrics)
+            save(accelerator, model, processor, optimizer, scheduler, stream, state, config, metrics)
             accelerator.wait_for_everyone()
         if timed_out:
             break
@@ -359,11 +349,11 @@ class TrainLogger:
         self.stats.append(stats)
         self.batches += indices
 
-    def flush(self, state: TrainState, lr: float, durations: list[float]) -> dict:
+    def flush(self, state: TrainState, epoch: int, lr: float, durations: list[float]) -> dict:
         """Write one record averaged since the last flush; returns what the progress bar shows."""
         n = max(len(self.stats), 1)
         record = {
-            "step": state.step, "epoch": state.epoch,
+            "step": state.step, "epoch": epoch,
             "loss": sum(s["loss"] for s in self.stats) / n,
             "grad_norm": sum(s["grad_norm"] for s in self.stats) / n,
             "lr": lr,
@@ -372,7 +362,7 @@ class TrainLogger:
             / (time.perf_counter() - self.start),
             "padding_fraction": padding_fraction(self.batches, durations) if self.batches else 0.0,
             "nonfinite_steps": state.nonfinite_steps,
-            "infeasible_utterances": state.infeasible_utterances,
+            **state.counts,
         }
         self._write(record)
         self._reset(state)

@@ -25,10 +25,10 @@ import numpy as np
 from rapidfuzz.distance import Levenshtein
 from rapidfuzz.process import cpdist
 
-from asr_sft.alignment import (CORRECT, DELETION, INSERTION, SUBSTITUTION, Alignment, align_batch,
+from asr_sft.evaluation.alignment import (CORRECT, DELETION, INSERTION, SUBSTITUTION, Alignment, align_batch,
                                align_chars, align_words)
 from asr_sft.errors import ScoringError
-from asr_sft.text import NORMALIZERS, get_normalizer
+from asr_sft.evaluation.text import NORMALIZERS, get_normalizer
 
 __all__ = [  # the alignment names are re-exported: scoring was their home before alignment.py
     "Alignment", "align_batch", "align_chars", "align_words", "CORRECT", "SUBSTITUTION", "DELETION",

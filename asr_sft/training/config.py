@@ -1,6 +1,7 @@
 """Training configuration: every default in one typed place.
 
-A config is four frozen sections. Recipes keep theirs in TOML (`recipes/<name>/conf/*.toml`) and the
+A config is four frozen sections; [model] is the chosen model family's own options dataclass
+(`type = "ctc"` by default, or `"whisper"`), so its defaults live in one place, beside the family. Recipes keep theirs in TOML (`recipes/<name>/conf/*.toml`) and the
 command line overrides single keys as `section.key=value`; values are type-checked and unknown
 sections or keys are rejected, so a typo never silently trains with a default. The resolved config is
 written beside every checkpoint and report.
@@ -17,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asr_sft.errors import AsrSftError
+from asr_sft.models import get_family
+from asr_sft.models.ctc import CTCModelOptions
+from asr_sft.models.whisper import WhisperOptions
 
 
 class ConfigError(AsrSftError):
@@ -34,20 +38,6 @@ class DataConfig:
     num_buckets: int = 30  # duration buckets (equal utterance counts); 30 pads ~2% on LibriSpeech-like data
     dev_max_utterances: int = 0  # 0 = the whole dev set
     loader_threads: int = 2  # batches read and collated ahead in background threads; 0 = inline
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    name_or_path: str = ""  # hub id or local folder of an AutoModelForCTC checkpoint
-    new_vocab: bool = False  # build a character vocabulary from the training text and re-init the head
-    freeze_feature_encoder: bool = True  # the CNN front end: standard for fine-tuning
-    mask_time_prob: float = 0.05  # SpecAugment: fraction of frames starting a time mask
-    mask_time_length: int = 10  # frames (20 ms each)
-    mask_feature_prob: float = 0.0  # SpecAugment on channels
-    mask_feature_length: int = 10
-    layerdrop: float = 0.0  # forced to 0 under DDP (skipped layers break gradient sync)
-    dropout: float = 0.1  # hidden, attention and activation dropout
-    gradient_checkpointing: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,7 +79,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    # The model family's own options (asr_sft.models): [model] type = "ctc" | "whisper" picks them.
+    model: CTCModelOptions | WhisperOptions = field(default_factory=CTCModelOptions)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -119,8 +110,20 @@ def build_config(raw: dict, source: str = "config") -> Config:
         raise ConfigError(f"{source}: unknown section(s) {sorted(unknown)}; known: {sorted(SECTIONS)}")
     sections = {}
     for name, cls in _section_classes().items():
-        sections[name] = _build_section(cls, raw.get(name, {}), f"{source}: [{name}]")
+        values = raw.get(name, {})
+        if name == "model":
+            cls = _model_options_class(values, f"{source}: [model]")
+        sections[name] = _build_section(cls, values, f"{source}: [{name}]")
     return Config(**sections)
+
+
+def _model_options_class(values, where: str) -> type:
+    """The family options dataclass that [model] type names (default "ctc")."""
+    family = values.get("type", "ctc") if isinstance(values, dict) else "ctc"
+    try:
+        return get_family(family).Options
+    except AsrSftError as err:
+        raise ConfigError(f"{where} type: {err}") from err
 
 
 def config_to_dict(config: Config) -> dict:
@@ -169,7 +172,11 @@ def _build_section(cls: type, values: dict, where: str):
     unknown = set(values) - set(hints)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(hints)}")
-    return cls(**{key: _coerce(values[key], hints[key], f"{where} {key}") for key in values})
+    kwargs = {key: _coerce(values[key], hints[key], f"{where} {key}") for key in values}
+    try:
+        return cls(**kwargs)
+    except ValueError as err:  # a range check in the section's __post_init__
+        raise ConfigError(f"{where}: {err}") from err
 
 
 def _coerce(value, hint, where: str):

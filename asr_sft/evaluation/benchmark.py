@@ -35,14 +35,14 @@ from importlib.metadata import PackageNotFoundError, version
 from itertools import combinations
 from pathlib import Path
 
-from asr_sft import report
+from asr_sft.evaluation import report
 from asr_sft.atomic import write_text_atomic
 from asr_sft.errors import ScoringError
-from asr_sft.hypotheses import assign_hypotheses, read_hyp_rows, read_hypotheses
-from asr_sft.manifest import read_manifest
-from asr_sft.scoring import (BOOTSTRAP_RESAMPLES, CONFIDENCE, GROUP_FIELDS, MIN_SPEAKERS, Scores,
+from asr_sft.evaluation.hypotheses import assign_hypotheses, read_hyp_rows, read_hypotheses
+from asr_sft.data.manifest import read_manifest
+from asr_sft.evaluation.scoring import (BOOTSTRAP_RESAMPLES, CONFIDENCE, GROUP_FIELDS, MIN_SPEAKERS, Scores,
                              bootstrap_wer, group_breakdown, paired_bootstrap, score_rows)
-from asr_sft.text import get_normalizer
+from asr_sft.evaluation.text import get_normalizer
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def _collect_hypotheses(systems, rows, out: Path, decode_options, warnings: list
     for s in systems:
         if s.model is None:
             continue
-        from asr_sft.decode import DecodeOptions
+        from asr_sft.evaluation.decode import DecodeOptions
 
         decode_options = decode_options or DecodeOptions(warmup=True)
         decode_info = asdict(decode_options)
@@ -198,19 +198,15 @@ def _decode_system(system: System, rows, options, warnings: list[str]):
     """Load the model once and decode every test set: ({test set: {id: text}}, {test set: speed})."""
     import torch
 
-    from asr_sft.decode import decode_rows_timed, load_model
-    from asr_sft.features import CHUNK_LENGTH
-    from asr_sft.models import WHISPER, config_family
+    from asr_sft.evaluation.decode import decode_rows_timed, load_model, too_long_warning
 
     log.info("system %s: loading %s", system.name, system.model)
     model, processor = load_model(system.model, options)
     device = next(model.parameters()).device
     hyps, speed = {}, {}
     for testset, r in rows.items():
-        long = sum(float(row["duration"]) > CHUNK_LENGTH for row in r)
-        if config_family(model.config) == WHISPER and long:
-            warnings.append(f"system {system.name} on {testset}: {long} utterance(s) longer than "
-                            f"{CHUNK_LENGTH} s; Whisper hears only their first {CHUNK_LENGTH} s")
+        if (warning := too_long_warning(model, r)) is not None:
+            warnings.append(f"system {system.name} on {testset}: {warning}")
         log.info("system %s: decoding %s (%d utterances)", system.name, testset, len(r))
         texts, timing = decode_rows_timed(model, processor, r, options)
         hyps[testset] = {str(row["id"]): text for row, text in zip(r, texts, strict=True)}
@@ -307,7 +303,7 @@ def environment(decode_options: dict | None = None) -> dict:
         env["cpu_threads"] = torch.get_num_threads()
         env["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
     if decode_options:
-        from asr_sft.decode import resolve_device
+        from asr_sft.evaluation.decode import resolve_device
 
         env["device"] = device_name(resolve_device(decode_options["device"]))
         env.update({k: decode_options[k] for k in ("dtype", "batch_size", "max_batch_seconds")})

@@ -8,10 +8,7 @@ destination; a `<archive name>.extracted` marker in the destination, written las
 skip it (an extraction cut short has no marker and is redone).
 
 The base URL comes from the `mirror` argument, else the ASR_SFT_MIRROR environment variable, else
-`asr_sft.corpora.librispeech.BASE_URL`. A private mirror whose archives differ from OpenSLR's (or a
-test serving synthetic ones) names a JSON file of their digests in ASR_SFT_LIBRISPEECH_CHECKSUMS,
-`{"dev-clean": {"md5": "...", "sha256": "..."}, ...}`: a split listed there is verified against
-those digests instead of the table's (give one or both; the other is then not checked).
+the corpus's own default (e.g. `asr_sft.corpora.librispeech.BASE_URL`). This module knows no corpus.
 """
 
 from __future__ import annotations
@@ -34,14 +31,12 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from asr_sft.corpora import librispeech
 from asr_sft.atomic import write_text_atomic
 from asr_sft.errors import ArchiveError, DownloadError
 
 log = logging.getLogger(__name__)
 
 MIRROR_ENV = "ASR_SFT_MIRROR"  # environment variable holding a base URL that replaces BASE_URL
-CHECKSUMS_ENV = "ASR_SFT_LIBRISPEECH_CHECKSUMS"  # JSON file of digests that replace the table's, per split
 CHUNK_BYTES = 1 << 20  # bytes read from the socket (and from disk when hashing) at a time
 HASH_ALGORITHMS = ("md5", "sha256")  # every digest we record; a spec may give either or both
 RETRY_HTTP_CODES = frozenset({408, 429})  # client-side codes that are transient (plus every 5xx)
@@ -85,53 +80,11 @@ class _Retryable(Exception):
     """A transient failure (connection, timeout, 5xx, short body): wait, then resume."""
 
 
-# --- URLs and splits ------------------------------------------------------------------------------
-def resolve_base_url(mirror: str | None = None) -> str:
-    """The base URL to fetch from: `mirror`, else $ASR_SFT_MIRROR, else librispeech.BASE_URL."""
-    base = mirror or os.environ.get(MIRROR_ENV) or librispeech.BASE_URL
+# --- URLs ------------------------------------------------------------------------------
+def resolve_base_url(default: str, mirror: str | None = None) -> str:
+    """The base URL to fetch from: `mirror`, else $ASR_SFT_MIRROR, else the corpus's `default`."""
+    base = mirror or os.environ.get(MIRROR_ENV) or default
     return base.rstrip("/")
-
-
-def select_splits(names: str | Iterable[str]) -> list[librispeech.ArchiveSpec]:
-    """Specs for split names (a list, or one comma-separated string), in order, without repeats."""
-    if isinstance(names, str):
-        names = names.split(",")
-    names = [n.strip() for n in names if n.strip()]
-    valid = ", ".join(librispeech.SPLITS)
-    unknown = [n for n in names if n not in librispeech.SPLITS]
-    if unknown:
-        raise DownloadError(f"unknown LibriSpeech split(s): {', '.join(unknown)}; valid: {valid}")
-    if not names:
-        raise DownloadError(f"no LibriSpeech split given; valid: {valid}")
-    overrides = read_checksum_overrides(os.environ.get(CHECKSUMS_ENV))
-    return [overrides.get(n, librispeech.SPLITS[n]) for n in dict.fromkeys(names)]
-
-
-def read_checksum_overrides(path: str | Path | None) -> dict[str, librispeech.ArchiveSpec]:
-    """Specs whose digests come from a JSON file `{split: {"md5": ..., "sha256": ...}}` (see the
-    module docstring); {} when `path` is None or empty. Raises DownloadError naming the file for
-    anything it cannot use, so a typo never silently falls back to the table's digests."""
-    if not path:
-        return {}
-    try:
-        table = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise DownloadError(f"{path} (${CHECKSUMS_ENV}): cannot read a JSON checksum table ({err})") from err
-    if not isinstance(table, dict):
-        raise DownloadError(f"{path} (${CHECKSUMS_ENV}): expected a JSON object {{split: digests}}")
-    specs = {}
-    for split, digests in table.items():
-        if split not in librispeech.SPLITS:
-            raise DownloadError(f"{path} (${CHECKSUMS_ENV}): unknown split {split!r}; valid: "
-                                f"{', '.join(librispeech.SPLITS)}")
-        usable = (isinstance(digests, dict) and digests and set(digests) <= set(HASH_ALGORITHMS)
-                  and all(isinstance(d, str) and d for d in digests.values()))
-        if not usable:
-            raise DownloadError(f"{path} (${CHECKSUMS_ENV}): {split}: expected "
-                                f"{{\"md5\": ..., \"sha256\": ...}} (one or both), got {digests!r}")
-        specs[split] = replace(librispeech.SPLITS[split], md5=digests.get("md5"),
-                               sha256=digests.get("sha256"))
-    return specs
 
 
 # --- digests and markers --------------------------------------------------------------------------
@@ -351,37 +304,3 @@ def _inside(path: Path, root: Path) -> bool:
     return Path(os.path.realpath(path)).is_relative_to(root)
 
 
-# --- LibriSpeech ----------------------------------------------------------------------------------
-def download_librispeech(
-    splits: str | Iterable[str],
-    dest: str | Path,
-    mirror: str | None = None,
-    extract: bool = True,
-    options: DownloadOptions = DownloadOptions(),
-) -> list[SplitResult]:
-    """Fetch LibriSpeech splits into `dest` (archives there, corpus under `dest/LibriSpeech/`).
-
-    Per split: skip it when its extraction marker is there (or, with extract=False, when the
-    archive is verified); otherwise download and verify the archive unless it already verifies,
-    then extract it. Unknown split names raise DownloadError listing the valid ones, before any
-    download starts.
-    """
-    specs, base, dest = select_splits(splits), resolve_base_url(mirror), Path(dest)
-    return [_fetch_split(spec, base, dest, extract, options) for spec in specs]
-
-
-def _fetch_split(spec: librispeech.ArchiveSpec, base: str, dest: Path, extract: bool,
-                 options: DownloadOptions) -> SplitResult:
-    archive = dest / spec.filename
-    root = dest / "LibriSpeech" / spec.name if extract else None
-    if extract and extraction_marker(archive, dest).exists():
-        return SplitResult(spec.name, archive, root, downloaded=False, extracted=False)
-    downloaded = not is_verified(archive, md5=spec.md5, sha256=spec.sha256)
-    if downloaded:
-        download_file(f"{base}/{spec.filename}", archive, md5=spec.md5, sha256=spec.sha256,
-                      options=options)
-    extracted = extract and extract_archive(archive, dest)
-    if extract and not root.is_dir():
-        raise ArchiveError(f"{archive}: has no LibriSpeech/{spec.name}/ folder; not a "
-                           f"{spec.name} archive")
-    return SplitResult(spec.name, archive, root, downloaded=downloaded, extracted=extracted)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from asr_sft.sentences import (DAYS, MONTHS, Verb, Vocabulary, number_to_words, ordinal_to_words, time_to_words,
+from asr_sft.corpora.synthetic.sentences import (DAYS, MONTHS, Verb, Vocabulary, number_to_words, ordinal_to_words, time_to_words,
                                year_to_words)
 
 # Which adjective lists suit which noun section.
