@@ -11,7 +11,7 @@ import pytest
 
 from asr_sft.data.audio import audio_info
 from asr_sft.data.manifest import make_row, write_manifest
-from asr_sft.evaluation.report import trn_id
+from asr_sft.evaluation.hypotheses import trn_id
 from conftest import SHARED_DATA
 
 CLIPS_DIR = SHARED_DATA / "real-clips"

@@ -14,7 +14,8 @@ import pytest
 from asr_sft.evaluation import alignment
 from asr_sft.evaluation.alignment import align_batch, align_chars, align_words
 from asr_sft.errors import ScoringError
-from asr_sft.evaluation.report import trn_id, write_errs, write_recogs, write_trn, write_wer_summary
+from asr_sft.evaluation.hypotheses import trn_id
+from asr_sft.evaluation.report import write_errs, write_recogs, write_trn, write_wer_summary
 from asr_sft.evaluation.scoring import (bootstrap_wer, duration_bucket, group_breakdown, paired_bootstrap, score_rows,
                              score_texts)
 

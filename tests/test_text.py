@@ -199,6 +199,6 @@ def test_registry_names_versions_and_errors():
 def test_spellings_come_from_the_package_not_shared_data():
     spellings = load_spellings()
     assert len(spellings) == 1739 and spellings["colour"] == "color"
-    assert (Path(text.__file__).parent / "assets" / text.SPELLINGS_ASSET).is_file()
+    assert (Path(text.__file__).parents[1] / "assets" / text.SPELLINGS_ASSET).is_file()
     source = Path(text.__file__).read_text(encoding="utf-8")
     assert "shared/data" not in source and "whisper-assets" not in source

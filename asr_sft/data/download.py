@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
-import json
 import logging
 import os
 import re
@@ -26,7 +25,7 @@ import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm

@@ -11,11 +11,20 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from asr_sft.evaluation import report
 from asr_sft.errors import ScoringError
 
 HYP_FORMATS = ("jsonl", "kaldi", "trn")
 _TRN_LINE = re.compile(r"^(.*?)\s*\(([^()\s]+)\)\s*$")
+
+
+def trn_id(utterance_id: str, speaker: str | None) -> str:
+    """sclite's trn id `speaker-utterance`: sclite takes the speaker to be the text before the first
+    '-', so '-' in the speaker becomes '_'; ids that already start with "speaker-" are kept."""
+    def clean(text: str) -> str:
+        return "".join("_" if c.isspace() or c in "()" else c for c in text)
+    spk = clean(str(speaker)).replace("-", "_") if speaker not in (None, "") else "unknown"
+    utt = clean(str(utterance_id))
+    return utt if utt.startswith(f"{spk}-") else f"{spk}-{utt}"
 
 
 def detect_format(path: str | Path) -> str:
@@ -113,7 +122,7 @@ def assign_hypotheses(path: str | Path, hyps: Mapping[str, str],
     owner: dict[str, tuple[str, str]] = {}  # id as in a file -> (test set, row id)
     for name, rows in testsets.items():
         for row in rows:
-            owner.setdefault(report.trn_id(row["id"], row.get("speaker")), (name, str(row["id"])))
+            owner.setdefault(trn_id(row["id"], row.get("speaker")), (name, str(row["id"])))
     for name, rows in testsets.items():  # exact ids win over "speaker-utterance" aliases
         owner.update({str(row["id"]): (name, str(row["id"])) for row in rows})
     out: dict[str, dict[str, str]] = {name: {} for name in testsets}

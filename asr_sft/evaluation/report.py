@@ -17,6 +17,7 @@ from pathlib import Path
 
 from asr_sft.atomic import atomic_path, write_text_atomic
 from asr_sft.errors import ScoringError
+from asr_sft.evaluation.hypotheses import trn_id
 from asr_sft.evaluation.scoring import Scores
 
 
@@ -113,16 +114,6 @@ def write_trn(path: str | Path, scores: Scores, side: str, speaker_field: str = 
         tag = f"({trn_id(scores.ids[k], speakers[k])})"
         lines.append(f"{text} {tag}\n" if text else f"{tag}\n")
     return _write(path, "".join(lines))
-
-
-def trn_id(utterance_id: str, speaker: str | None) -> str:
-    """sclite's trn id `speaker-utterance`: sclite takes the speaker to be the text before the first
-    '-', so '-' in the speaker becomes '_'; ids that already start with "speaker-" are kept."""
-    def clean(text: str) -> str:
-        return "".join("_" if c.isspace() or c in "()" else c for c in text)
-    spk = clean(str(speaker)).replace("-", "_") if speaker not in (None, "") else "unknown"
-    utt = clean(str(utterance_id))
-    return utt if utt.startswith(f"{spk}-") else f"{spk}-{utt}"
 
 
 def _by_count(counter: Counter) -> list[tuple]:

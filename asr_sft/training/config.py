@@ -39,6 +39,16 @@ class DataConfig:
     dev_max_utterances: int = 0  # 0 = the whole dev set
     loader_threads: int = 2  # batches read and collated ahead in background threads; 0 = inline
 
+    def __post_init__(self):
+        _check_range("data.min_duration", self.min_duration, low=0.0)
+        _check_range("data.max_duration", self.max_duration, low=self.min_duration, low_open=True,
+                     what=f"> data.min_duration ({self.min_duration})")
+        _check_range("data.max_batch_seconds", self.max_batch_seconds, low=0.0, low_open=True)
+        for name in ("max_batch_size", "num_buckets"):
+            _check_range(f"data.{name}", getattr(self, name), low=1)
+        for name in ("dev_max_utterances", "loader_threads"):
+            _check_range(f"data.{name}", getattr(self, name), low=0)
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -53,6 +63,14 @@ class OptimConfig:
 
     def __post_init__(self):
         _check_choice("optim.schedule", self.schedule, ("linear", "cosine", "constant"))
+        _check_range("optim.lr", self.lr, low=0.0, low_open=True)
+        _check_range("optim.weight_decay", self.weight_decay, low=0.0)
+        for i, beta in enumerate(self.betas):
+            _check_range(f"optim.betas[{i}]", beta, low=0.0, high=1.0, high_open=True)
+        _check_range("optim.eps", self.eps, low=0.0, low_open=True)
+        _check_range("optim.warmup_steps", self.warmup_steps, low=0)
+        _check_range("optim.max_grad_norm", self.max_grad_norm, low=0.0)
+        _check_range("optim.grad_accum", self.grad_accum, low=1)
 
 
 @dataclass(frozen=True)
@@ -74,6 +92,12 @@ class TrainConfig:
     def __post_init__(self):
         _check_choice("train.precision", self.precision, ("no", "bf16", "fp16"))
         _check_choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        _check_range("train.max_steps", self.max_steps, low=1)
+        _check_range("train.max_minutes", self.max_minutes, low=0.0)
+        for name in ("log_every", "eval_every", "save_every"):
+            _check_range(f"train.{name}", getattr(self, name), low=1)
+        for name in ("keep_last", "num_threads"):
+            _check_range(f"train.{name}", getattr(self, name), low=0)
 
 
 @dataclass(frozen=True)
@@ -88,6 +112,23 @@ class Config:
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def _check_range(name: str, value, low=None, high=None, low_open: bool = False, high_open: bool = False,
+                 what: str | None = None) -> None:
+    """Raise ConfigError naming the option and its allowed range unless low <= value <= high (strict
+    where open); NaN is never in range."""
+    ok = value == value  # NaN != NaN
+    if low is not None:
+        ok = ok and (value > low if low_open else value >= low)
+    if high is not None:
+        ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        if what is None:
+            left = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+            right = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+            what = " and ".join(part for part in (left, right) if part)
+        raise ConfigError(f"{name} must be {what}, got {value!r}")
 
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}

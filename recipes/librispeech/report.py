@@ -81,7 +81,7 @@ def training_section(train_dir: Path, config: dict, times: dict) -> list[str]:
         f"CER {percent(best_metrics.get('dev_cer'))}% on {best_metrics.get('dev_utterances')} dev "
         f"utterances, normaliser {best_metrics.get('normalizer')})",
         f"- steps skipped for a non-finite gradient: {state['nonfinite_steps']}; utterances too short "
-        f"for their labels: {state['infeasible_utterances']}",
+        f"for their labels: {state['counts'].get('infeasible_utterances', 0)}",
     ]
     if train_s:
         lines.append(f"- training wall time: {hours(train_s)} ({audio / train_s:.1f} audio-seconds per "

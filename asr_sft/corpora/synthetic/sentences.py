@@ -24,7 +24,7 @@ from pathlib import Path
 
 from asr_sft.errors import SynthesisError
 
-ASSETS = Path(__file__).parent / "assets" / "sentences"
+ASSETS = Path(__file__).parents[2] / "assets" / "sentences"
 MIN_WORDS = 4  # words per generated sentence, inclusive
 MAX_WORDS = 25
 MAX_TRIES_PER_SENTENCE = 50  # generation attempts per requested sentence before giving up

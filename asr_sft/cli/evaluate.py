@@ -1,0 +1,173 @@
+"""Subcommands that decode and score: decode, score, bench."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from asr_sft.cli.common import add_decode_flags, decode_options, name_value, parser_kwargs, positive_int
+
+
+# --- decode ---------------------------------------------------------------------------------------
+def _add_decode(sub) -> None:
+    p = sub.add_parser(
+        "decode",
+        help="transcribe a manifest with a CTC or Whisper checkpoint into hyps.jsonl",
+        **parser_kwargs("asr-sft decode --model exp/run/checkpoints/best --manifest "
+                         "data/manifests/test-clean.jsonl --out exp/run/decode/test-clean"),
+    )
+    p.add_argument("--model", required=True, help="checkpoint folder or hub id (CTC or Whisper)")
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="folder for hyps.jsonl and decode.json")
+    add_decode_flags(p)
+    p.add_argument("--warmup", action="store_true", help="decode the first batch once before timing")
+    p.set_defaults(func=_run_decode)
+
+
+def _run_decode(args) -> int:
+    import json
+
+    from asr_sft.evaluation.decode import SUMMARY_NAME, decode_manifest
+
+    options = decode_options(args, warmup=args.warmup)
+    hyps = decode_manifest(args.model, args.manifest, args.out, options)
+    s = json.loads((hyps.parent / SUMMARY_NAME).read_text(encoding="utf-8"))
+    print(f"wrote {hyps}: {s['utterances']} utterances, {s['audio_seconds']:.1f} s of audio on {s['device']}; "
+          f"loading {s['load_seconds']:.2f} s, decoding {s['decode_seconds']:.2f} s (RTFx {s['rtfx'] or 0:.1f})")
+    return 0
+
+
+# --- score ----------------------------------------------------------------------------------------
+def _add_score(sub) -> None:
+    p = sub.add_parser(
+        "score",
+        help="score a decode output: WER/CER with S/D/I, icefall-style recogs/errs/wer-summary + wer.json",
+        **parser_kwargs("asr-sft score --hyps exp/run/decode/test-clean/hyps.jsonl "
+                         "--normalizer librispeech --out exp/run/decode/test-clean"),
+    )
+    p.add_argument("--hyps", type=Path, required=True,
+                   help="hypotheses: hyps.jsonl (from asr-sft decode), Kaldi text or sclite .trn")
+    p.add_argument("--manifest", type=Path, default=None,
+                   help="references by id from this manifest (needed unless --hyps is a hyps.jsonl with refs)")
+    p.add_argument("--normalizer", default="librispeech",
+                   help="text normaliser: whisper_en, whisper_basic, librispeech, none (default: librispeech, "
+                        "as the training loop's dev WER)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the score files")
+    p.add_argument("--name", default=None,
+                   help="name in file names and the summary (default: the folder of hyps.jsonl, or the "
+                        "file's stem)")
+    p.set_defaults(func=_run_score)
+
+
+def _run_score(args) -> int:
+    from asr_sft.evaluation.benchmark import score_file
+    from asr_sft.evaluation.report import summary_line, write_score_files
+
+    name = args.name or (args.hyps.parent.name if args.hyps.name == "hyps.jsonl" else args.hyps.stem) or "test"
+    scores = score_file(args.hyps, args.manifest, normalizer=args.normalizer)
+    info = {"hyps": str(args.hyps.absolute()),
+            "manifest": None if args.manifest is None else str(args.manifest.absolute())}
+    write_score_files(args.out, scores, name, info)
+    print(summary_line(name, scores))
+    return 0
+
+
+# --- bench ----------------------------------------------------------------------------------------
+def _add_bench(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="compare systems on test sets: WER with intervals, groups, paired tests, speed, report.md",
+        **parser_kwargs("asr-sft bench --system base=exp/base --system tuned=exp/tuned "
+                         "--system whisper=hyps.trn --testset clean=m1.jsonl --testset accented=m2.jsonl "
+                         "--normalizer whisper_en --group-by speaker,accent --out exp/bench"),
+    )
+    p.add_argument("--system", action="append", required=True, metavar="NAME=PATH",
+                   help="repeatable. PATH: a model folder, hub id or builtin:<name> (decoded here), or a "
+                        "hypothesis file (hyps.jsonl, Kaldi text, sclite .trn) holding every test set's "
+                        "utterances; NAME@TESTSET=FILE gives one test set's hypotheses")
+    p.add_argument("--testset", action="append", required=True, metavar="NAME=MANIFEST", help="repeatable")
+    p.add_argument("--out", type=Path, required=True, help="folder for results.json, report.md, ...")
+    p.add_argument("--normalizer", default="whisper_en",
+                   help="whisper_en, whisper_basic, librispeech or none (default: whisper_en); raw WER "
+                        "(none) is always reported beside it")
+    p.add_argument("--group-by", default="accent,gender,corpus,duration_bucket",
+                   help="comma-separated manifest fields to break WER down by ('' for none; default: "
+                        "accent,gender,corpus,duration_bucket)")
+    p.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples (default: 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    p.add_argument("--min-speakers", type=int, default=5,
+                   help="flag groups with fewer speakers (default: 5)")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
+    add_decode_flags(p)
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="do not decode a warm-up batch before timing (RTFx then includes start-up costs)")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args) -> int:
+    import logging
+
+    from asr_sft.evaluation.benchmark import BenchOptions, run_benchmark
+    from asr_sft.errors import ScoringError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    testsets = dict(name_value(item, "--testset") for item in args.testset)
+    if len(testsets) < len(args.testset):
+        raise ScoringError("a --testset name is given twice")
+    options = BenchOptions(normalizer=args.normalizer, group_by=tuple(f.strip() for f in args.group_by.split(",")
+                                                                      if f.strip()),
+                           resamples=args.resamples, seed=args.seed, min_speakers=args.min_speakers,
+                           plots=args.plots)
+    systems = _bench_systems(args.system)
+    decoding = None
+    if any(s.model for s in systems):
+        decoding = decode_options(args, warmup=args.warmup)
+    results = run_benchmark(systems, testsets, args.out, options, decoding)
+    for r in results["results"]:
+        s, i = r["summary"], r["interval"]
+        rtfx = f", RTFx {r['speed']['rtfx']:.1f}" if r["speed"] and r["speed"]["rtfx"] else ""
+        print(f"{r['testset']} {r['system']}: WER {100 * s['wer']:.2f}% [{100 * i['low']:.2f}, "
+              f"{100 * i['high']:.2f}] (raw {100 * r['raw']['wer']:.2f}%), CER {100 * s['cer']:.2f}%{rtfx}"
+              if s["wer"] is not None else f"{r['testset']} {r['system']}: no reference words")
+    for p in results["paired"]:
+        print(f"{p['testset']} {p['system_a']} vs {p['system_b']}: {p['verdict']}")
+    for w in results["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"report: {args.out / 'report.md'}; everything: {args.out / 'results.json'}")
+    return 0
+
+
+def _bench_systems(items: list[str]) -> list:
+    """--system values -> benchmark Systems: an existing file (or NAME@TESTSET=FILE) is hypotheses,
+    as is a decode folder (hyps.jsonl, no config.json); anything else is a model (folder, hub id,
+    builtin:<name>, or a checkpoints/best pointer)."""
+    from asr_sft.evaluation.benchmark import ALL_TESTSETS, System
+    from asr_sft.errors import ScoringError
+    from asr_sft.models.resolve import follow_pointer
+
+    def hyp_file(path: str) -> str | None:
+        folder = Path(path)
+        if folder.is_dir() and (folder / "hyps.jsonl").is_file() and not (folder / "config.json").exists():
+            return str(folder / "hyps.jsonl")
+        return path if folder.is_file() and follow_pointer(folder) is None else None
+
+    models: dict[str, str] = {}
+    files: dict[str, list[tuple[str, str]]] = {}
+    for item in items:
+        key, path = name_value(item, "--system")
+        name, at, testset = key.partition("@")
+        if at:
+            if hyp_file(path) is None:
+                raise ScoringError(f"--system {item}: no hypothesis file {path}")
+            files.setdefault(name, []).append((testset, hyp_file(path)))
+        elif hyp_file(path):
+            files.setdefault(name, []).append((ALL_TESTSETS, hyp_file(path)))
+        elif name in models:
+            raise ScoringError(f"--system {name}: two models given")
+        else:
+            models[name] = path
+    names = list(dict.fromkeys([name_value(i, "--system")[0].partition("@")[0] for i in items]))
+    return [System(n, model=models.get(n), hyp_files=tuple(files.get(n, ()))) for n in names]
+
+
+SUBCOMMANDS = [_add_decode, _add_score, _add_bench]

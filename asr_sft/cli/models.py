@@ -1,0 +1,52 @@
+"""Subcommands that make or convert models: init-model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asr_sft.cli.common import parser_kwargs
+
+
+# --- init-model -----------------------------------------------------------------------------------
+def _add_init_model(sub) -> None:
+    p = sub.add_parser(
+        "init-model",
+        help="write a randomly initialised model + processor to a folder (offline stand-in for a hub id)",
+        **parser_kwargs("asr-sft init-model --arch wav2vec2 --size small --out exp/models/w2v-small "
+                         "--vocab-from data/manifests/train.jsonl"),
+    )
+    p.add_argument("--arch", choices=["wav2vec2", "whisper"], required=True)
+    p.add_argument("--size", choices=["tiny", "small", "base"], default="tiny",
+                   help="tiny: tests; small: ~5 M (wav2vec2) / ~20 M (whisper), CPU-trainable; "
+                        "base: wav2vec2-base / whisper-base shape (default: tiny)")
+    p.add_argument("--out", type=Path, required=True, help="folder to write (must not exist or be empty)")
+    p.add_argument("--vocab-from", type=Path, help="wav2vec2: manifest whose transcripts give the characters")
+    p.add_argument("--tokenizer", help="whisper: folder (or checkpoint) with a multilingual WhisperTokenizer")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it already holds files")
+    p.set_defaults(func=_run_init_model)
+
+
+def _run_init_model(args) -> int:
+    from asr_sft.errors import ModelError
+
+    if args.arch == "wav2vec2":
+        from asr_sft.data.manifest import read_manifest
+        from asr_sft.models.ctc import init_ctc_model
+
+        if args.vocab_from is None:
+            raise ModelError("--arch wav2vec2 needs --vocab-from MANIFEST (its transcripts give the vocabulary)")
+        texts = [r["text"] for r in read_manifest(args.vocab_from, check_audio=False)]
+        out = init_ctc_model(args.out, args.size, texts=texts, seed=args.seed, overwrite=args.overwrite)
+    else:
+        from asr_sft.models.whisper import init_whisper_model
+
+        if args.tokenizer is None:
+            raise ModelError("--arch whisper needs --tokenizer DIR (a folder with a Whisper tokenizer)")
+        out = init_whisper_model(args.out, args.size, tokenizer_dir=args.tokenizer, seed=args.seed,
+                                 overwrite=args.overwrite)
+    print(f"wrote a random {args.size} {args.arch} model to {out}")
+    return 0
+
+
+SUBCOMMANDS = [_add_init_model]
