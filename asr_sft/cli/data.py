@@ -1,4 +1,4 @@
-"""Subcommands that fetch and prepare data: download, prepare, synth, validate, features."""
+"""Subcommands that fetch and prepare data: download, prepare, synth, validate, features, split, noisy."""
 
 from __future__ import annotations
 
@@ -74,6 +74,7 @@ def _add_prepare(sub) -> None:
     fsdd.add_argument("--out", type=Path, required=True, help="folder for the manifests")
     fsdd.add_argument("--split", choices=["train", "test"], help="write only this split")
     fsdd.set_defaults(func=_run_prepare_fsdd)
+    _add_prepare_accented(corpora)
 
 
 def _run_prepare_librispeech(args) -> int:
@@ -304,4 +305,167 @@ def _run_features(args) -> int:
     return 0
 
 
-SUBCOMMANDS = [_add_download, _add_prepare, _add_synth, _add_validate, _add_features]
+# --- accented corpora (prepare <corpus>), split, noisy -------------------------------------------------
+def _add_prepare_accented(corpora) -> None:
+    cv = corpora.add_parser(
+        "commonvoice", help="Common Voice release (a locale folder with clips/ and *.tsv): one manifest per TSV",
+        **parser_kwargs("asr-sft prepare commonvoice --root data/cv-corpus-17.0/en --out data/manifests "
+                        "--tsvs train,dev,test"),
+    )
+    cv.add_argument("--root", type=Path, required=True, help="the locale folder (clips/, train.tsv, ...)")
+    cv.add_argument("--out", type=Path, required=True, help="folder for commonvoice_<tsv>.jsonl")
+    cv.add_argument("--tsvs", default="train,dev,test", help="TSV names to import (default: train,dev,test)")
+    cv.add_argument("--limit", type=positive_int, default=None, help="only the first N rows of each TSV")
+    cv.set_defaults(func=_run_prepare_accented)
+    l2 = corpora.add_parser(
+        "l2arctic", help="L2-ARCTIC (<SPEAKER>/wav, <SPEAKER>/transcript): l2arctic.jsonl, accent = L1",
+        **parser_kwargs("asr-sft prepare l2arctic --root data/l2arctic_release_v5.0 --out data/manifests"),
+    )
+    l2.add_argument("--root", type=Path, required=True, help="folder holding the speaker folders")
+    l2.add_argument("--out", type=Path, required=True, help="folder for l2arctic.jsonl")
+    l2.add_argument("--speakers", default=None, help="comma-separated speaker folders (default: all)")
+    l2.set_defaults(func=_run_prepare_accented)
+    ed = corpora.add_parser(
+        "edacc", help="EdAcc (edacc_v1.0: data/*.wav, dev/stm, test/stm, linguistic_background.csv)",
+        **parser_kwargs("asr-sft prepare edacc --root data/edacc_v1.0 --out data/manifests"),
+    )
+    ed.add_argument("--root", type=Path, required=True, help="the edacc_v1.0 folder (or its parent)")
+    ed.add_argument("--out", type=Path, required=True, help="folder for edacc_dev.jsonl, edacc_test.jsonl")
+    ed.add_argument("--splits", default="dev,test", help="(default: dev,test)")
+    ed.set_defaults(func=_run_prepare_accented)
+    saa = corpora.add_parser(
+        "speech-accent-archive", help="Speech Accent Archive (speakers_all.csv + recordings/): saa.jsonl",
+        **parser_kwargs("asr-sft prepare speech-accent-archive --root data/speech-accent-archive --out data/manifests"),
+    )
+    saa.add_argument("--root", type=Path, required=True, help="folder with speakers_all.csv and recordings/")
+    saa.add_argument("--out", type=Path, required=True, help="folder for saa.jsonl")
+    saa.set_defaults(func=_run_prepare_accented)
+
+
+def _run_prepare_accented(args) -> int:
+    from asr_sft.corpora.prepared import format_skipped
+
+    result = _prepare_accented(args)
+    for path in result.manifests.values():
+        _print_manifest_summary(path)
+    for note in result.notes:
+        print(f"note: {note}")
+    if result.skipped:
+        head, *lines = format_skipped(result.skipped).splitlines()
+        print(f"{head.rstrip(':')} (all listed in {result.skipped_file}):")
+        print("\n".join(lines))
+    return 0
+
+
+def _prepare_accented(args):
+    names = lambda text: tuple(s.strip() for s in text.split(",") if s.strip())  # noqa: E731
+    if args.corpus == "commonvoice":
+        from asr_sft.corpora.commonvoice import prepare_commonvoice
+
+        return prepare_commonvoice(args.root, args.out, names(args.tsvs), limit=args.limit)
+    if args.corpus == "l2arctic":
+        from asr_sft.corpora.l2arctic import prepare_l2arctic
+
+        return prepare_l2arctic(args.root, args.out, names(args.speakers) if args.speakers else None)
+    if args.corpus == "edacc":
+        from asr_sft.corpora.edacc import prepare_edacc
+
+        return prepare_edacc(args.root, args.out, names(args.splits))
+    from asr_sft.corpora.speech_accent_archive import prepare_speech_accent_archive
+
+    return prepare_speech_accent_archive(args.root, args.out)
+
+
+def _add_split(sub) -> None:
+    p = sub.add_parser(
+        "split",
+        help="speaker-disjoint train/dev/test per accent (or any field), with minimum sizes and training caps",
+        **parser_kwargs("asr-sft split data/manifests/l2arctic.jsonl --out data/l2arctic_split "
+                        "--fractions train=0.5,dev=0.25,test=0.25 --text-overlap partition "
+                        "--train-caps 10m,1h"),
+    )
+    p.add_argument("manifests", type=Path, nargs="+", metavar="manifest", help="rows to split (ids unique across them)")
+    p.add_argument("--out", type=Path, required=True, help="folder for train/dev/test.jsonl, train_cap-*.jsonl, split_summary.json")
+    p.add_argument("--group-by", default="accent", help="row field or custom key to group by (default: accent)")
+    p.add_argument("--fractions", default="train=0.8,dev=0.1,test=0.1",
+                   help="share of each group's speakers per split (default: train=0.8,dev=0.1,test=0.1)")
+    p.add_argument("--min-speakers", default="1",
+                   help="per group and split: N for every split, or train=N,dev=N,test=N (default: 1)")
+    p.add_argument("--min-minutes", default="0",
+                   help="per group and split: M for every split, or train=M,dev=M,test=M (default: 0)")
+    p.add_argument("--text-overlap", choices=("drop-train", "partition", "allow"), default="drop-train",
+                   help="sentences in both train and dev/test: drop them from train (default), give each "
+                        "to one side (partition: read-prompt corpora such as L2-ARCTIC), or allow them")
+    p.add_argument("--train-caps", default="", help="nested training subsets per group, e.g. 10m,1h,10h")
+    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    p.add_argument("--no-check-audio", action="store_true", help="do not check that audio files exist")
+    p.set_defaults(func=_run_split)
+
+
+def _run_split(args) -> int:
+    from asr_sft.data.splits import SPLITS, SUMMARY_FILE, SplitOptions, write_splits
+
+    options = SplitOptions(
+        group_by=args.group_by, fractions=_per_split(args.fractions, "--fractions", float, SPLITS, every=False),
+        min_speakers=_per_split(args.min_speakers, "--min-speakers", int, SPLITS),
+        min_minutes=_per_split(args.min_minutes, "--min-minutes", float, SPLITS),
+        text_overlap=args.text_overlap, seed=args.seed,
+        train_caps=tuple(c.strip() for c in args.train_caps.split(",") if c.strip()),
+    )
+    summary = write_splits(args.manifests, args.out, options, check_audio=not args.no_check_audio)
+    print(summary.format_table())
+    for line in summary.left_out:
+        print(f"left out: {line}")
+    if options.text_overlap == "allow" and summary.shared_sentences:
+        print(f"note: {summary.shared_sentences} sentence(s) are in both train and dev/test (--text-overlap allow)")
+    print(f"wrote {', '.join(summary.manifests.values())}, {args.out / SUMMARY_FILE}")
+    return 0
+
+
+def _per_split(text: str, option: str, kind, splits, every: bool = True) -> tuple:
+    """'2' -> every split 2 (when `every`); 'train=2,test=1' -> those splits."""
+    from asr_sft.errors import OptionError
+
+    try:
+        if every and "=" not in text:
+            return tuple((s, kind(text)) for s in splits)
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        return tuple((name.strip(), kind(value)) for name, value in pairs)
+    except ValueError as err:
+        raise OptionError(f"{option} wants {'N or ' if every else ''}split=N pairs, got {text!r}") from err
+
+
+def _add_noisy(sub) -> None:
+    p = sub.add_parser(
+        "noisy",
+        help="noisy copies of a test set at fixed SNRs (one manifest per SNR)",
+        **parser_kwargs("asr-sft noisy --manifest data/manifests/test.jsonl --snrs 20,10,5,0 "
+                        "--noise white --out data/noisy"),
+    )
+    p.add_argument("--manifest", type=Path, required=True, help="the clean test set")
+    p.add_argument("--snrs", required=True, help="comma-separated SNRs in dB, e.g. 20,10,5,0")
+    p.add_argument("--noise", required=True,
+                   help="white, pink, babble (from the manifest's other utterances), or comma-separated noise files")
+    p.add_argument("--out", type=Path, required=True, help="folder for <noise>_snr<N>dB.jsonl and audio")
+    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    p.set_defaults(func=_run_noisy)
+
+
+def _run_noisy(args) -> int:
+    from asr_sft.data.augment import NOISY_SUMMARY, make_noisy_sets
+    from asr_sft.errors import OptionError
+
+    try:
+        snrs = [float(s) for s in args.snrs.split(",") if s.strip()]
+    except ValueError as err:
+        raise OptionError(f"--snrs wants numbers such as 20,10,5,0, got {args.snrs!r}") from err
+    noise = [n.strip() for n in args.noise.split(",") if n.strip()]
+    sets = make_noisy_sets(args.manifest, snrs, noise, args.out, seed=args.seed)
+    print(f"{'snr_db':>7} {'utterances':>10} {'measured':>9}  manifest")
+    for s in sets:
+        print(f"{s.snr_db:>7g} {s.utterances:>10} {s.mean_measured_snr_db:>9.2f}  {s.manifest}")
+    print(f"summary: {args.out / NOISY_SUMMARY}")
+    return 0
+
+
+SUBCOMMANDS = [_add_download, _add_prepare, _add_synth, _add_validate, _add_features, _add_split, _add_noisy]
