@@ -146,7 +146,7 @@ ZERO_BIAS_TOLERANCE = 1e-6  # the converter stores zeros for HF's missing k_proj
 SOT, EOT, NO_TIMESTAMPS, PREV = ("<|startoftranscript|>", "<|endoftext|>", "<|notimestamps|>",
                                  "<|startofprev|>")
 TASKS = ("transcribe", "translate")
-CT2_FILES = ("model.bin", "config.json", "tokenizer.json")  # vocabulary.txt is checked when present
+CT2_FILES = ("model.bin", "config.json", "tokenizer.json")  # vocabulary.{txt,json}: checked if there
 # Spec settings that Hugging Face's Whisper hard-wires: a file setting them otherwise describes a
 # different network, and is refused rather than converted into a wrong one.
 FIXED_ATTRIBUTES = {"decoder/activation": 3,  # ctranslate2 Activation.GELU
@@ -184,16 +184,15 @@ def ct2_to_hf(ct2_dir: str | Path, out_dir: str | Path, *, overwrite: bool = Fal
     model.tie_weights()
     with staged_dir(out_dir, overwrite) as tmp:
         tokenizer = load_tokenizer(ct2_dir / "tokenizer.json", tmp)
-        _check_vocabulary(ct2_dir / "vocabulary.txt", tokenizer, config.vocab_size)
+        _check_vocabulary(ct2_dir, tokenizer, config.vocab_size)
         generation = make_generation_config(tokenizer, ct2_config, config, ct2_dir / "config.json")
         for key in ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id",
                     "suppress_tokens", "begin_suppress_tokens"):
             setattr(model.config, key, getattr(generation, key))
         model.generation_config = generation
         model.save_pretrained(str(tmp))
-        processor = WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=config.num_mel_bins),
-                                     tokenizer=tokenizer)
-        processor.save_pretrained(str(tmp))
+        features = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+        WhisperProcessor(feature_extractor=features, tokenizer=tokenizer).save_pretrained(str(tmp))
     return Path(out_dir)
 
 
@@ -230,8 +229,9 @@ class _Variables:
 
 
 def _dequantize(path: Path, variables: dict, attributes: dict) -> dict[str, np.ndarray]:
-    """Float copies-on-demand of the variables, quantised ones (`X` with `X_scale`) turned back
-    into float32 the inverse way of ctranslate2's ModelSpec._quantize; scales are consumed."""
+    """The float variables as they are (views on the file), and quantised ones (`X` with its
+    `X_scale`, a variable, or an attribute when it is one number) turned back into float32 the
+    inverse way of ctranslate2's ModelSpec._quantize; the scales themselves are not kept."""
     out = {}
     for name, value in variables.items():
         if name.endswith("_scale") and name.removesuffix("_scale") in variables:
@@ -239,7 +239,7 @@ def _dequantize(path: Path, variables: dict, attributes: dict) -> dict[str, np.n
         if value.dtype.kind == "f":
             out[name] = value
             continue
-        scale = variables.get(name + "_scale", attributes.pop(name + "_scale", None))
+        scale = variables.get(name + "_scale", attributes.get(name + "_scale"))
         if scale is None:
             raise ModelError(f"{path}: variable {name!r} is {value.dtype} without a {name}_scale: "
                              "cannot turn it into float weights")
@@ -259,7 +259,9 @@ def whisper_config(weights: _Variables, attributes: dict, path: Path) -> Whisper
     for name, value in attributes.items():
         # A setting this mapping does not know is accepted only when off (0): a switched-on
         # feature would change the network.
-        if name not in FIXED_ATTRIBUTES and name not in KNOWN_ATTRIBUTES and value:
+        # (An int16 weight's one-number scale is stored as an attribute too: not a setting.)
+        if name not in FIXED_ATTRIBUTES and name not in KNOWN_ATTRIBUTES and value and not (
+                name.endswith("_scale") and weights.has(name.removesuffix("_scale"))):
             raise ModelError(f"{path}: unknown spec setting {name} = {value}; cannot map it to Hugging Face")
     heads = {}
     for side in ("encoder", "decoder"):
@@ -334,7 +336,8 @@ def hf_state_dict(weights: _Variables, config) -> dict[str, np.ndarray]:
             _layer_norm(weights, state, f"{src}/self_attention/layer_norm", f"{dst}.self_attn_layer_norm", d)
             if side == "decoder":  # cross-attention: q alone, then k and v stacked
                 _attention(weights, state, f"{src}/attention", f"{dst}.encoder_attn", d, ("q",), ("k", "v"))
-                _layer_norm(weights, state, f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm", d)
+                _layer_norm(weights, state, f"{src}/attention/layer_norm", f"{dst}.encoder_attn_layer_norm",
+                            d)
             _linear(weights, state, f"{src}/ffn/linear_0", f"{dst}.fc1", (ffn, d))
             _linear(weights, state, f"{src}/ffn/linear_1", f"{dst}.fc2", (d, ffn))
             _layer_norm(weights, state, f"{src}/ffn/layer_norm", f"{dst}.final_layer_norm", d)
@@ -345,7 +348,8 @@ def hf_state_dict(weights: _Variables, config) -> dict[str, np.ndarray]:
     return {name: np.array(value, dtype=dtype) for name, value in state.items()}  # copies off the map
 
 
-def _attention(weights: _Variables, state: dict, src: str, dst: str, d: int, *groups: tuple[str, ...]) -> None:
+def _attention(weights: _Variables, state: dict, src: str, dst: str, d: int,
+               *groups: tuple[str, ...]) -> None:
     """The fused ctranslate2 linears `linear_0`, `linear_1`, ... (each `len(group)` projections
     stacked along the output rows), then the output linear, as HF's q/k/v/out_proj."""
     for j, group in enumerate(groups):
@@ -428,32 +432,12 @@ def make_generation_config(tokenizer: WhisperTokenizer, ct2_config: dict, config
     multilingual = config.vocab_size >= MULTILINGUAL_VOCAB
     extra = {}
     if multilingual:
-        # HF's WhisperTokenizer.prefix_tokens computes <|lang|> as <|startoftranscript|> + 1 + the
-        # index in LANGUAGES: check the vocabulary has that layout before relying on it.
-        lang_to_id = {}
-        for index, code in enumerate(LANGUAGES):
-            i = tokenizer.convert_tokens_to_ids(f"<|{code}|>")
-            if i is not None and i != tokenizer.unk_token_id:
-                if i != ids[SOT] + 1 + index:
-                    raise ModelError(f"{where.parent}: <|{code}|> is id {i}, not {ids[SOT] + 1 + index}: "
-                                     "not the Whisper language layout")
-                lang_to_id[f"<|{code}|>"] = i
-        if not lang_to_id:
-            raise ModelError(f"{where.parent}: a multilingual-sized model ({config.vocab_size} ids) whose "
-                             "tokenizer has no language tokens")
-        if "lang_ids" in ct2_config and sorted(ct2_config["lang_ids"]) != sorted(lang_to_id.values()):
-            raise ModelError(f"{where}: lang_ids disagree with the tokenizer's language tokens")
-        extra["lang_to_id"] = lang_to_id
+        extra["lang_to_id"] = _languages(tokenizer, ct2_config.get("lang_ids"), ids[SOT], where)
         extra["task_to_id"] = {task: _token_id(tokenizer, f"<|{task}|>", where) for task in TASKS}
+    if (heads := ct2_config.get("alignment_heads")) is not None:
+        extra["alignment_heads"] = _alignment_heads(heads, config, where)
     suppress = _id_list(ct2_config, "suppress_ids", config.vocab_size, where)
     begin = _id_list(ct2_config, "suppress_ids_begin", config.vocab_size, where)
-    heads = ct2_config.get("alignment_heads")
-    if heads is not None:
-        bad = [h for h in heads if not (0 <= h[0] < config.decoder_layers and 0 <= h[1] < config.decoder_attention_heads)]
-        if bad:
-            raise ModelError(f"{where}: alignment_heads {bad[:3]} are outside the decoder's "
-                             f"{config.decoder_layers} layers x {config.decoder_attention_heads} heads")
-        extra["alignment_heads"] = [list(map(int, h)) for h in heads]
     return GenerationConfig(
         decoder_start_token_id=ids[SOT], bos_token_id=ids[EOT], eos_token_id=ids[EOT],
         pad_token_id=ids[EOT], max_length=config.max_target_positions, is_multilingual=multilingual,
@@ -463,22 +447,56 @@ def make_generation_config(tokenizer: WhisperTokenizer, ct2_config: dict, config
     )
 
 
-def _id_list(ct2_config: dict, key: str, vocab_size: int, where: Path) -> list[int]:
-    values = ct2_config.get(key)
-    if not isinstance(values, list) or not all(isinstance(i, int) and 0 <= i < vocab_size for i in values):
+def _languages(tokenizer: WhisperTokenizer, lang_ids: list | None, sot: int, where: Path) -> dict[str, int]:
+    """<|xx|> -> id for the languages config.json's lang_ids names (all of the vocabulary's when
+    it names none). HF's WhisperTokenizer.prefix_tokens computes <|xx|> as <|startoftranscript|>
+    + 1 + the index of xx in LANGUAGES: the layout is checked before anything relies on it."""
+    layout = {}
+    for index, code in enumerate(LANGUAGES):
+        i = tokenizer.convert_tokens_to_ids(f"<|{code}|>")
+        if i is None or i == tokenizer.unk_token_id:
+            continue
+        if i != sot + 1 + index:
+            raise ModelError(f"{where.parent}: <|{code}|> is id {i}, not {sot + 1 + index}: not the "
+                             "Whisper language layout")
+        layout[i] = f"<|{code}|>"
+    if not layout:
+        raise ModelError(f"{where.parent}: a multilingual-sized model whose tokenizer has no language tokens")
+    chosen = lang_ids or sorted(layout)
+    if unknown := [i for i in chosen if i not in layout]:
+        raise ModelError(f"{where}: lang_ids {unknown[:5]} are not language tokens of tokenizer.json")
+    return {layout[i]: i for i in sorted(chosen)}
+
+
+def _alignment_heads(heads: list, config: WhisperConfig, where: Path) -> list[list[int]]:
+    layers, n_heads = config.decoder_layers, config.decoder_attention_heads
+    if not all(len(h) == 2 and 0 <= h[0] < layers and 0 <= h[1] < n_heads for h in heads):
+        raise ModelError(f"{where}: alignment_heads must be [layer, head] pairs inside the decoder's "
+                         f"{layers} layers x {n_heads} heads, got {str(heads)[:80]}")
+    return [[int(layer), int(head)] for layer, head in heads]
+
+
+def _id_list(ct2_config: dict, key: str, vocab_size: int, where: Path) -> list[int] | None:
+    values = ct2_config.get(key)  # absent or null: nothing to suppress
+    if values is not None and not (isinstance(values, list) and all(
+            isinstance(i, int) and 0 <= i < vocab_size for i in values)):
         raise ModelError(f"{where}: {key} must be a list of token ids below {vocab_size}, got "
                          f"{str(values)[:80]}")
     return values
 
 
-def _check_vocabulary(path: Path, tokenizer, vocab_size: int) -> None:
-    """vocabulary.txt (ctranslate2's id -> token list) must have the model's size and agree with
-    tokenizer.json on the special tokens, or the two files come from different models."""
-    if not path.is_file():
+def _check_vocabulary(ct2_dir: Path, tokenizer: WhisperTokenizer, vocab_size: int) -> None:
+    """The id -> token list ctranslate2 keeps beside model.bin (vocabulary.txt, or vocabulary.json
+    from newer converters) must have the model's size and agree with tokenizer.json on the special
+    tokens, or the two files come from different models."""
+    if (path := ct2_dir / "vocabulary.json").is_file():
+        tokens = _read_json(path, list)
+    elif (path := ct2_dir / "vocabulary.txt").is_file():
+        tokens = path.read_text(encoding="utf-8").split("\n")
+        if tokens and tokens[-1] == "":
+            tokens.pop()
+    else:
         return
-    tokens = path.read_text(encoding="utf-8").split("\n")
-    if tokens and tokens[-1] == "":
-        tokens.pop()
     if len(tokens) != vocab_size:
         raise ModelError(f"{path}: {len(tokens)} tokens, the model has {vocab_size}")
     for token in (SOT, EOT, NO_TIMESTAMPS):
@@ -487,11 +505,11 @@ def _check_vocabulary(path: Path, tokenizer, vocab_size: int) -> None:
             raise ModelError(f"{path}: id {i} is {tokens[i]!r} here but {token} in tokenizer.json")
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path, kind: type = dict):
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ModelError(f"{path}: cannot read it as JSON ({err})") from err
-    if not isinstance(data, dict):
-        raise ModelError(f"{path}: expected a JSON object")
+    if not isinstance(data, kind):
+        raise ModelError(f"{path}: expected a JSON {kind.__name__}, found {type(data).__name__}")
     return data
