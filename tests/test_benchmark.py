@@ -20,6 +20,7 @@ from asr_sft.evaluation.decode import DecodeOptions
 from asr_sft.errors import ScoringError
 from asr_sft.evaluation.hypotheses import assign_hypotheses, detect_format, read_hypotheses
 from asr_sft.evaluation.report import render_markdown
+from asr_sft.evaluation.results import BenchmarkResults
 from asr_sft.evaluation.scoring import score_texts
 
 from _fixtures_benchmark import bench_inputs  # noqa: F401 (fixtures are used by name)
@@ -52,7 +53,7 @@ def bench(bench_inputs, tiny_ctc_dir, tmp_path_factory):
 
 def test_results_have_every_system_and_test_set(bench, bench_inputs):
     out, results = bench
-    assert results["format"] == "asr_sft.benchmark/v1"
+    assert results["format"] == "asr_sft.benchmark/v2"
     assert [(r["testset"], r["system"]) for r in results["results"]] == \
            [(t, s) for t in TESTSETS for s in SYSTEMS]
     kinds = {s["name"]: s["kind"] for s in results["systems"]}
@@ -101,20 +102,29 @@ def test_intervals_contain_estimates(bench):
     for r in results["results"]:
         i = r["interval"]
         assert i["low"] <= r["summary"]["wer"] <= i["high"] and i["estimate"] == r["summary"]["wer"]
-        assert i["clusters"] == len({u["speaker"] for u in r["per_utterance"]})
+        # Both test sets have fewer than 5 speakers (2 and 4): their intervals resample utterances.
+        assert len({u["speaker"] for u in r["per_utterance"]}) < 5
+        assert i["resampling"] == "utterance" and i["clusters"] == len(r["per_utterance"])
         assert set(r["groups"]) == set(GROUP_BY)
         for field, b in r["groups"].items():
             for g in b["groups"]:
+                if g["utterances"] < 2:  # one utterance: nothing to resample, no interval
+                    assert g["low"] is None and g["high"] is None and g["resampling"] == "utterance", (field, g)
+                    continue
                 assert g["low"] - 1e-12 <= g["wer"] <= g["high"] + 1e-12, (field, g)
             worst = next(g for g in b["groups"] if g["name"] == b["worst"])
             best = next(g for g in b["groups"] if g["name"] == b["best"])
             assert worst["wer"] == max(g["wer"] for g in b["groups"])
             assert b["gap"] == pytest.approx(worst["wer"] - best["wer"])
-            assert b["gap_low"] <= b["gap"] + 1e-12
+            if worst["low"] is None or best["low"] is None:  # a one-utterance group: no gap interval either
+                assert b["gap_low"] is None and b["gap_high"] is None
+            else:
+                assert b["gap_low"] <= b["gap"] + 1e-12
     accents = next(r for r in results["results"] if r["testset"] == "accented")["groups"]["accent"]
     assert {g["name"]: (g["speakers"], g["few_speakers"]) for g in accents["groups"]} == \
            {"scottish": (1, True), "us": (3, True)}
-    assert any("accent=scottish: only 1 speaker(s)" in w for w in results["warnings"])
+    assert {g["name"]: g["resampling"] for g in accents["groups"]} == {"scottish": "utterance", "us": "utterance"}
+    assert any("accent=scottish: only 1 speaker (< 5)" in w for w in results["warnings"])
     assert not any("speaker=" in w for w in results["warnings"])  # one speaker per speaker group is no news
 
 
@@ -131,6 +141,7 @@ def test_paired_tests_for_every_pair(bench):
         assert pairs[t, "ctc", "ref"]["high"] < 0
         assert pairs[t, "ctc", "ref"]["verdict"].startswith("ref is better by")
         assert "weak evidence" in pairs[t, "ctc", "ref"]["verdict"]  # fewer than 5 speakers
+        assert pairs[t, "ctc", "ref"]["resampling"] == "utterance"
 
 
 def test_speed_and_environment(bench):
@@ -158,10 +169,11 @@ def test_report_markdown_and_csv(bench):
         assert f"\n{heading}\n" in f"\n{report}", heading
     assert "| system | WER [95% CI] | raw WER | sub | del | ins | ref words | CER | SER | RTFx |" in report
     assert "`whisper_en/v1`" in report and "`none/v1`" in report
-    ref_row = next(line for line in report.splitlines() if line.startswith("| ref | 0.00 [0.00, 0.00] |"))
+    ref_row = next(line for line in report.splitlines() if line.startswith("| ref | 0.00 [0.00, 0.00]† |"))
     assert ref_row.endswith("| 0.00 | 0.00 | - |")  # CER, SER, no RTFx for a hypothesis file
     assert "- `plots/wer-by-system.png`" in report
-    assert render_markdown(results) == report  # a report can be rebuilt from results.json alone
+    # A report can be rebuilt from results.json alone, through the typed results.
+    assert render_markdown(BenchmarkResults.from_dict(results)) == report
     table = list(csv.DictReader((out / "summary.csv").open(encoding="utf-8")))
     assert [(row["testset"], row["system"]) for row in table] == [(t, s) for t in TESTSETS for s in SYSTEMS]
     for row, r in zip(table, results["results"]):
@@ -302,8 +314,10 @@ def test_whisper_model_system(bench_inputs, tiny_whisper_dir, tmp_path):
     results = run_benchmark(systems, {"accented": bench_inputs["manifests"]["accented"]}, tmp_path,
                             BenchOptions(normalizer="whisper_basic", group_by=("accent",), resamples=100, plots=False),
                             options)
-    whisper = results["results"][0]
-    assert whisper["system"] == "whisper" and whisper["speed"]["rtfx"] > 0
-    assert whisper["summary"]["normalizer"] == "whisper_basic/v1"
-    assert results["options"]["decode"]["max_new_tokens"] == 4 and "plots" not in results
-    assert len(results["paired"]) == 1 and (tmp_path / "report.md").is_file()
+    whisper = results.results[0]
+    assert whisper.system == "whisper" and whisper.speed.rtfx > 0
+    assert whisper.summary.normalizer == "whisper_basic/v1"
+    assert results.decode["max_new_tokens"] == 4 and results.plots is None
+    assert len(results.paired) == 1 and (tmp_path / "report.md").is_file()
+    assert whisper.decode.utterances == 6 and results.results[1].decode is None
+    assert sum(b.utterances for b in whisper.speed.by_duration) == 6

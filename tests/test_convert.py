@@ -408,3 +408,18 @@ def test_tiny_en_exports_back_to_the_package_weights_bit_for_bit(tiny_en, tmp_pa
     assert ours.keys() == theirs.keys() and our_aliases == their_aliases
     differ = [k for k in ours if ours[k].dtype != theirs[k].dtype or not np.array_equal(ours[k], theirs[k])]
     assert differ == []
+
+
+# --- the command line -------------------------------------------------------------------------------
+def test_cli_export_then_convert_round_trips(tiny_hf, tmp_path, capsys):
+    from asr_sft.cli import main
+
+    assert main(["export", "--model", str(tiny_hf), "--format", "ct2", "--out", str(tmp_path / "ct2")]) == 0
+    assert "faster_whisper.WhisperModel" in capsys.readouterr().out
+    assert main(["convert", "--ct2", str(tmp_path / "ct2"), "--out", str(tmp_path / "hf")]) == 0
+    for a, b in zip(load(tiny_hf).state_dict().values(), load(tmp_path / "hf").state_dict().values()):
+        assert torch.equal(a, b)
+    assert main(["convert", "--ct2", str(tmp_path / "ct2"), "--out", str(tmp_path / "hf")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["convert", "--ct2", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+    assert "nothing" in capsys.readouterr().err

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import http.server
+import io
+import os
 import shutil
 import tarfile
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +28,7 @@ from asr_sft.data.download import (
     is_verified,
     resolve_base_url,
 )
+from asr_sft.atomic import StorageError
 from asr_sft.corpora.librispeech import download_librispeech
 from asr_sft.errors import ArchiveError, DownloadError
 
@@ -66,7 +73,7 @@ def test_download_verify_extract_librispeech_layout(served, tmp_path):
     [result] = download_librispeech("dev-clean", tmp_path, mirror=server.url, options=FAST)
     assert (result.downloaded, result.extracted) == (True, True)
     assert (tmp_path / "dev-clean.tar.gz").read_bytes() == data
-    marker = (tmp_path / "dev-clean.tar.gz.verified").read_text()
+    marker = (tmp_path / ".asr_sft" / "dev-clean.tar.gz.verified").read_text()
     assert hashlib.sha256(data).hexdigest() in marker and hashlib.md5(data).hexdigest() in marker
     chapter = tmp_path / "LibriSpeech" / "dev-clean" / "19" / "198"
     assert result.root == tmp_path / "LibriSpeech" / "dev-clean"
@@ -292,7 +299,7 @@ def test_verified_archive_is_not_fetched_again_only_extracted(served, tmp_path):
     (tmp_path / "dev-clean.tar.gz").write_bytes(data)  # placed by hand: no marker yet
     [result] = download_librispeech("dev-clean", tmp_path, mirror=server.url, options=FAST)
     assert (result.downloaded, result.extracted) == (False, True)
-    assert server.requests == [] and (tmp_path / "dev-clean.tar.gz.verified").exists()
+    assert server.requests == [] and (tmp_path / ".asr_sft" / "dev-clean.tar.gz.verified").exists()
     [again] = download_librispeech("dev-clean", tmp_path, mirror=server.url, extract=False,
                                    options=FAST)
     assert (again.downloaded, again.root) == (False, None) and server.requests == []
@@ -404,3 +411,270 @@ def test_synthetic_split_archive_downloads_and_extracts(file_server, tmp_path, m
         assert (result.root.parent / rel).read_bytes() == (source / rel).read_bytes()
     speakers = (result.root.parent / "SPEAKERS.TXT").read_bytes()
     assert speakers == (source / "SPEAKERS.TXT").read_bytes()
+
+
+# --- issue 11: extraction can never write outside the destination ---------------------------------
+def cve_2025_4517_archive(victim_name: str) -> bytes:
+    """The CVE-2025-4517 proof of concept (deep folders past PATH_MAX, a symlink chain whose '..'
+    resolves outside, a hard link through it, then a file written into that link, and a new file
+    through the escaping link); tarfile's own "data" filter lets it through on Python 3.11.7."""
+    comp, steps, path, members = "d" * 247, "abcdefghijklmnop", "", []
+    for step in steps:
+        members.append((_dir(f"{path}{comp}"), None))
+        members.append(_link(f"{path}{step}", comp, tarfile.SYMTYPE))
+        path += comp + "/"
+    deep_link = "/".join(steps) + "/" + "l" * 254
+    members.append(_link(deep_link, "/".join([".."] * len(steps)), tarfile.SYMTYPE))
+    members.append(_link("escape", deep_link + "/..", tarfile.SYMTYPE))
+    members.append(_link("flaglink", f"escape/{victim_name}", tarfile.LNKTYPE))
+    members.append(_file("flaglink", b"overwritten\n"))
+    members.append(_file("escape/created.txt", b"new\n"))
+    return tar_with(members)
+
+
+def _dir(name):
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    return info
+
+
+def test_cve_2025_4517_archive_is_refused_by_the_cli(file_server, tmp_path, monkeypatch, capsys):
+    data = cve_2025_4517_archive("victim.txt")
+    (tmp_path / "victim.txt").write_text("keep me\n")
+    file_server.files["/dev-clean.tar.gz"] = data
+    monkeypatch.setattr(librispeech, "SPLITS", {"dev-clean": spec_for("dev-clean", data)})
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    before = leftovers(tmp_path)
+    argv = ["download", "librispeech", "--splits", "dev-clean", "--dest", str(tmp_path / "dest"),
+            "--mirror", file_server.url]
+    assert cli.main(argv) == 2
+    assert "refusing member" in capsys.readouterr().err
+    assert (tmp_path / "victim.txt").read_text() == "keep me\n"  # not overwritten
+    assert leftovers(tmp_path) == sorted(set(before) | {"dest"})  # nothing new beside dest
+    assert not extraction_marker(tmp_path / "dest" / "dev-clean.tar.gz", tmp_path / "dest").exists()
+
+
+def test_an_archive_of_dot_extracts(tmp_path):
+    archive = tmp_path / "dot.tar"
+    archive.write_bytes(tar_with([(_dir("."), None), (_dir("./LibriSpeech"), None),
+                                  _file("./LibriSpeech/a.txt", b"A")]))
+    assert extract_archive(archive, tmp_path / "dest")
+    assert (tmp_path / "dest" / "LibriSpeech" / "a.txt").read_bytes() == b"A"
+    assert extract_archive(archive, tmp_path / "dest") is False  # its marker lists LibriSpeech/a.txt
+
+
+def test_a_file_is_never_written_through_a_hard_link(tmp_path):
+    archive = tmp_path / "a.tar"
+    archive.write_bytes(tar_with([_file("LibriSpeech/a.txt", b"A"),
+                                  _link("LibriSpeech/h", "LibriSpeech/a.txt", tarfile.LNKTYPE),
+                                  _file("LibriSpeech/h", b"EVIL")]))
+    assert extract_archive(archive, tmp_path / "dest")
+    root = tmp_path / "dest" / "LibriSpeech"
+    assert (root / "a.txt").read_bytes() == b"A" and (root / "h").read_bytes() == b"EVIL"
+
+
+ON_DISK = {
+    # Lexically inside (LibriSpeech/outside), really tmp/outside once p and e (both '.') resolve.
+    "symlink chain out through '..'": [_link("LibriSpeech/p", ".", tarfile.SYMTYPE),
+                                       _link("LibriSpeech/e", ".", tarfile.SYMTYPE),
+                                       _link("LibriSpeech/s", "p/e/../../outside", tarfile.SYMTYPE)],
+    "dangling symlink": [_link("LibriSpeech/d", "later/x.txt", tarfile.SYMTYPE)],
+    "a link replacing a link": [_dir("LibriSpeech/real"), _link("LibriSpeech/real/up", "..", tarfile.SYMTYPE),
+                                _link("LibriSpeech/real/up", "../..", tarfile.SYMTYPE)],
+    "a file written through a symlink": [_dir("LibriSpeech/real"), _link("LibriSpeech/ln", "real", tarfile.SYMTYPE),
+                                         _file("LibriSpeech/ln/x.txt", b"x")],
+    "hard link to a file not in the archive": [_link("LibriSpeech/h", "LibriSpeech/elsewhere.txt",
+                                                     tarfile.LNKTYPE)],
+}
+
+
+@pytest.mark.parametrize("case", ON_DISK)
+def test_links_are_checked_against_what_is_on_disk(tmp_path, case):
+    outside, dest = tmp_path / "outside", tmp_path / "dest"
+    outside.mkdir()
+    archive = tmp_path / "bad.tar"
+    archive.write_bytes(tar_with([_file("LibriSpeech/ok.txt", b"fine")]
+                                 + [(m, None) if isinstance(m, tarfile.TarInfo) else m for m in ON_DISK[case]]))
+    with pytest.raises(ArchiveError, match="refusing member"):
+        extract_archive(archive, dest)
+    for path in dest.rglob("*"):  # nothing left on disk resolves outside the destination
+        assert Path(os.path.realpath(path)).is_relative_to(os.path.realpath(dest)), path
+    assert leftovers(outside) == [] and not extraction_marker(archive, dest).exists()
+
+
+@pytest.mark.parametrize("name, why", [
+    ("LibriSpeech/" + "n" * 300 + ".txt", "NAME_MAX"),
+    ("/".join(["p" * 250] * 17) + "/x.txt", "PATH_MAX"),
+])
+def test_overlong_paths_are_refused(tmp_path, name, why):
+    archive = tmp_path / "long.tar"
+    archive.write_bytes(tar_with([_file(name, b"x")]))
+    with pytest.raises(ArchiveError, match=why):
+        extract_archive(archive, tmp_path / "dest")
+    assert list((tmp_path / "dest").rglob("*")) == []
+
+
+# --- issue 11: markers are out of an archive's reach and bind what was checked ---------------------
+@pytest.fixture
+def two_splits(file_server, librispeech_archive, tmp_path_factory, monkeypatch):
+    """dev-clean served with planted extras (see the test), test-clean served genuine."""
+    from _fixtures_download import build_librispeech_tree
+
+    test_data = tar_gz_bytes(build_librispeech_tree(tmp_path_factory.mktemp("tc"), "test-clean"))
+    file_server.files["/test-clean.tar.gz"] = test_data
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    return file_server, test_data
+
+
+def _serve_dev_clean(server, monkeypatch, members, test_data):
+    data = tar_with(members)
+    server.files["/dev-clean.tar.gz"] = data
+    monkeypatch.setattr(librispeech, "SPLITS", {"dev-clean": spec_for("dev-clean", data),
+                                                "test-clean": spec_for("test-clean", test_data)})
+
+
+def test_an_archive_cannot_mark_another_split_done(two_splits, tmp_path, monkeypatch):
+    server, test_data = two_splits
+    planted = [_file("LibriSpeech/dev-clean/x.txt", b"x"), _file("LibriSpeech/test-clean/fake.txt", b"fake"),
+               _file("test-clean.tar.gz.extracted", b"done"), _file("test-clean.tar.gz.verified", b"size 1")]
+    _serve_dev_clean(server, monkeypatch, planted, test_data)
+    download_librispeech("dev-clean", tmp_path, mirror=server.url, options=FAST)
+    [result] = download_librispeech("test-clean", tmp_path, mirror=server.url, options=FAST)
+    assert (result.downloaded, result.extracted) == (True, True)
+    assert [r["path"] for r in server.requests] == ["/dev-clean.tar.gz", "/test-clean.tar.gz"]
+    assert (tmp_path / "LibriSpeech" / "test-clean" / "19" / "198" / "19-198.trans.txt").is_file()
+
+
+def test_an_archive_cannot_write_into_the_state_folder(two_splits, tmp_path, monkeypatch):
+    server, test_data = two_splits
+    planted = [_file("LibriSpeech/dev-clean/x.txt", b"x"), _file(".asr_sft/test-clean.tar.gz.extracted", b"{}")]
+    _serve_dev_clean(server, monkeypatch, planted, test_data)
+    with pytest.raises(ArchiveError, match="refusing member '.asr_sft/test-clean.tar.gz.extracted'"):
+        download_librispeech("dev-clean", tmp_path, mirror=server.url, options=FAST)
+    assert not (tmp_path / ".asr_sft" / "test-clean.tar.gz.extracted").exists()
+
+
+def test_a_stale_extraction_marker_extracts_again(served, tmp_path):
+    server, _, _ = served
+    download_librispeech("dev-clean", tmp_path, mirror=server.url, options=FAST)
+    shutil.rmtree(tmp_path / "LibriSpeech")
+    [again] = download_librispeech("dev-clean", tmp_path, mirror=server.url, options=FAST)
+    assert (again.downloaded, again.extracted) == (False, True) and len(server.requests) == 1
+    assert (again.root / "19" / "198" / "19-198.trans.txt").is_file()
+
+
+def test_the_extraction_marker_binds_the_archive_digest(tmp_path, librispeech_archive):
+    data, spec = librispeech_archive
+    archive = tmp_path / "dev-clean.tar.gz"
+    archive.write_bytes(data)
+    assert extract_archive(archive, tmp_path, {"sha256": spec.sha256}) is True
+    assert extract_archive(archive, tmp_path, {"sha256": spec.sha256}) is False
+    assert extract_archive(archive, tmp_path, {"sha256": "0" * 64}) is True  # another archive
+
+
+def test_a_same_size_rewrite_is_hashed_again(served, tmp_path):
+    server, data, spec = served
+    download_librispeech("dev-clean", tmp_path, mirror=server.url, extract=False, options=FAST)
+    archive = tmp_path / "dev-clean.tar.gz"
+    archive.write_bytes(bytes(len(data)))  # same size, other bytes (as an extraction could write)
+    assert not is_verified(archive, md5=spec.md5, sha256=spec.sha256)
+
+
+# --- issue 11: downloads are size-capped ------------------------------------------------------------
+class _RawHandler(http.server.BaseHTTPRequestHandler):
+    """Answers 200 without Content-Length: `body` bytes, or an endless body when body is None."""
+
+    body: bytes | None = None
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.end_headers()
+        try:
+            if self.body is not None:
+                self.wfile.write(self.body)
+            else:
+                while True:
+                    self.wfile.write(b"\0" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def raw_server():
+    servers = []
+
+    def start(body):
+        handler = type("Handler", (_RawHandler,), {"body": body})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/x.tar.gz"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_endless_body_is_cut_off_at_the_cap(raw_server, tmp_path):
+    url = raw_server(None)
+    with pytest.raises(DownloadError, match=r"longer than expected \(at most 1048576 bytes\)"):
+        download_file(url, tmp_path / "x.tar.gz", md5="0" * 32, options=FAST, max_bytes=1 << 20)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_body_longer_than_the_exact_size_is_an_error(raw_server, tmp_path):
+    data = b"y" * 5000
+    url = raw_server(data + b"trailing")
+    with pytest.raises(DownloadError, match=r"longer than expected \(exactly 5000 bytes\)"):
+        download_file(url, tmp_path / "x.tar.gz", md5=hashlib.md5(data).hexdigest(), size=len(data),
+                      options=FAST)
+    assert leftovers(tmp_path) == []
+
+
+def test_an_announced_length_past_the_size_is_refused(served, tmp_path):
+    server, data, _ = served
+    with pytest.raises(DownloadError, match=f"announces {len(data)} bytes, expected exactly {len(data) - 1}"):
+        fetch(server, data, tmp_path, size=len(data) - 1)
+    assert leftovers(tmp_path / "out") == [] and len(server.requests) == 1
+    with pytest.raises(DownloadError, match=f"checksum mismatch.*{len(data)} bytes, expected exactly {len(data) + 1}"):
+        fetch(server, data, tmp_path, size=len(data) + 1)  # shorter than it should be: fetched, refused
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_librispeech_specs_carry_exact_sizes():
+    for spec in librispeech.SPLITS.values():
+        assert isinstance(spec.size, int) and spec.size > 300_000_000, spec.name
+
+
+# --- issue 11: a full disk says so -------------------------------------------------------------------
+class _FullDisk(io.RawIOBase):
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_while_downloading_says_so(served, tmp_path, monkeypatch, capsys):
+    server, data, _ = served
+    monkeypatch.setattr(download, "open", lambda *a, **k: _FullDisk(), raising=False)
+    monkeypatch.setenv(MIRROR_ENV, server.url)
+    argv = ["download", "librispeech", "--splits", "dev-clean", "--dest", str(tmp_path), "--no-extract"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"no space left on {tmp_path}" in err and "Traceback" not in err
+
+
+def test_a_download_the_disk_cannot_hold_is_refused_up_front(served, tmp_path, monkeypatch):
+    server, data, _ = served
+    monkeypatch.setattr(download, "free_bytes", lambda path: 100)
+    with pytest.raises(StorageError, match=f"no space left on .*needs {len(data)} more bytes, 100 are free"):
+        fetch(server, data, tmp_path)

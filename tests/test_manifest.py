@@ -1,5 +1,6 @@
 import json
 import logging
+import math
 
 import pytest
 
@@ -53,7 +54,7 @@ def test_every_problem_reported_with_line_numbers(tmp_path):
         json.dumps({**good, "id": "u3", "duration": -1.5}),
         json.dumps({**good, "id": "u4", "text": ""}),
         json.dumps(good),  # duplicate id
-        json.dumps({**good, "id": "u6", "sampling_rate": 12345}),
+        json.dumps({**good, "id": "u6", "sampling_rate": 0}),
         json.dumps({"id": "u7"}),
         "not json",
         json.dumps({**good, "id": "u9", "extra": 1}),
@@ -63,11 +64,11 @@ def test_every_problem_reported_with_line_numbers(tmp_path):
     check = check_manifest(path)
     found = {(p.line, p.message.split(" (")[0].split(":")[0]) for p in check.problems}
     assert (2, "audio file not found") in found
-    assert (3, "duration must be a positive number of seconds, got 0") in found
-    assert (4, "duration must be a positive number of seconds, got -1.5") in found
+    assert (3, "duration must be a positive, finite number of seconds, got 0") in found
+    assert (4, "duration must be a positive, finite number of seconds, got -1.5") in found
     assert (5, "empty text") in found
     assert (6, "duplicate id") in found
-    assert (7, "unknown sampling_rate 12345") in found
+    assert (7, "sampling_rate must be a whole number of Hz in 1..768000, got 0") in found
     assert (8, "missing field 'audio_filepath'") in found
     assert (9, "not valid JSON") in found
     assert (10, "unknown field 'extra'") in found
@@ -133,3 +134,63 @@ def test_validate_cli_merges_manifests(tmp_path, capsys):
     # The same utterance twice is refused, naming the duplicate, and nothing is written.
     assert main(["validate", str(a), str(a), "--out", str(tmp_path / "dup.jsonl")]) == 2
     assert "duplicate id" in capsys.readouterr().err and not (tmp_path / "dup.jsonl").exists()
+
+
+# --- issue 11: bad audio is caught by validate --deep (and at the start of training) --------------
+def _bad_audio_manifest(tmp_path):
+    """A manifest with one good row and one row per kind of bad audio or bad number."""
+    import numpy as np
+    import soundfile as sf
+
+    audio = tmp_path / "audio"
+    good = _row(tmp_path, 0)
+    write_audio(audio / "long.flac", tone(3.0), 16000)
+    data = (audio / "long.flac").read_bytes()
+    (audio / "truncated.flac").write_bytes(data[: len(data) // 2])
+    (audio / "empty.wav").write_bytes(b"")
+    (audio / "text.flac").write_text("not audio at all\n" * 50)
+    samples = np.full(3200, 0.1, dtype=np.float32)
+    samples[1000] = np.nan
+    sf.write(audio / "nan.wav", samples, 16000, subtype="FLOAT")
+    lines = [good,
+             {**good, "id": "truncated", "audio_filepath": str(audio / "truncated.flac"), "duration": 3.0},
+             {**good, "id": "empty", "audio_filepath": str(audio / "empty.wav")},
+             {**good, "id": "text", "audio_filepath": str(audio / "text.flac")},
+             {**good, "id": "nan", "audio_filepath": str(audio / "nan.wav")},
+             {**good, "id": "mismatch", "audio_filepath": str(audio / "long.flac"), "duration": 0.2},
+             {**good, "id": "infinite", "duration": math.inf},
+             {**good, "id": "nanoffset", "offset": math.nan}]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))  # json writes NaN and Infinity
+    return path
+
+
+def test_validate_deep_names_every_bad_row_and_skips_them(tmp_path, capsys):
+    path = _bad_audio_manifest(tmp_path)
+    shallow = {p.id for p in check_manifest(path).problems}
+    assert shallow == {"empty", "infinite", "nanoffset"}  # the cheap checks need no decoding
+    check = check_manifest(path, deep=True)
+    messages = {p.id: p.message for p in check.problems}
+    assert set(messages) == {"truncated", "empty", "text", "nan", "mismatch", "infinite", "nanoffset"}
+    assert "cannot decode" in messages["truncated"] and "cannot read audio header" in messages["text"]
+    assert "NaN or infinite samples" in messages["nan"] and "0 bytes" in messages["empty"]
+    assert "the audio file holds 3.00 s" in messages["mismatch"]
+    assert "finite" in messages["infinite"] and "finite" in messages["nanoffset"]
+    assert [r["id"] for r in check.rows] == ["u0"]
+    assert main(["validate", str(path), "--deep"]) == 2
+    assert "(id mismatch): duration 0.2 s, but the audio file holds 3.00 s" in capsys.readouterr().err
+    out = tmp_path / "clean.jsonl"
+    assert main(["validate", str(path), "--deep", "--skip-invalid", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "7 problem(s)" in captured.err and "8 rows, 1 valid" in captured.out
+    assert [r["id"] for r in read_manifest(out, deep=True)] == ["u0"]
+
+
+def test_an_unusual_sample_rate_is_accepted_and_resampled(tmp_path):
+    from asr_sft.data.features import load_row
+
+    write_audio(tmp_path / "hi.flac", tone(0.5, sample_rate=192000), 192000)
+    row = _row(tmp_path, 0, audio_filepath=str(tmp_path / "hi.flac"), duration=0.5, sampling_rate=192000)
+    path = write_manifest(tmp_path / "m.jsonl", [row])
+    [back] = read_manifest(path, deep=True)
+    assert load_row(back).shape == (8000,)  # 0.5 s at 16 kHz

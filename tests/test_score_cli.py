@@ -124,3 +124,30 @@ def test_score_matches_training_evaluation(tmp_path, capsys, clips_manifest, tin
         assert LINE.match(line).group(2) == f"{100 * dev['dev_wer']:.2f}"
     assert dev["dev_wer"] > 0  # a random model: the parity is not between two zeros
 
+
+
+def test_score_trn_references_without_a_manifest(tmp_path, capsys):
+    """`asr-sft score --refs ref.trn --hyps hyp.trn`: no manifest, no audio; speakers from trn ids."""
+    ref, hyp = tmp_path / "ref.trn", tmp_path / "hyp.trn"
+    ref.write_text("HE COULD WAIT NO LONGER (s1-u0)\nShe had your dark suit. (s2-u1)\n(s2-u2)\n", encoding="utf-8")
+    hyp.write_text("she had her dark suit in (s2-u1)\nhe could wait longer now (s1-u0)\nuh (s2-u2)\n",
+                   encoding="utf-8")
+    code, line, _ = run_score(capsys, "--refs", ref, "--hyps", hyp, "--out", tmp_path / "o")
+    assert code == 0 and line.startswith("hyp: WER 50.00% [S 1, D 1, I 3 / N 10]"), line
+    record = json.loads((tmp_path / "o" / "wer.json").read_text())
+    assert record["format"] == "asr_sft.score/v2" and record["refs"] == str(ref) and record["manifest"] is None
+    assert "s1-u0:\tHE COULD WAIT (NO->*) LONGER (*->NOW)" in (tmp_path / "o" / "errs-hyp.txt").read_text()
+    from asr_sft.evaluation.hypotheses import read_references
+
+    assert [(r["id"], r["speaker"]) for r in read_references(ref)] == [("s1-u0", "s1"), ("s2-u1", "s2"),
+                                                                        ("s2-u2", "s2")]
+    kaldi = tmp_path / "text"  # Kaldi text hypotheses against trn references, by the same ids
+    kaldi.write_text("s1-u0 he could wait no longer\ns2-u1 she had your dark suit\ns2-u2\n", encoding="utf-8")
+    code, line, _ = run_score(capsys, "--refs", ref, "--hyps", kaldi, "--out", tmp_path / "k")
+    assert code == 0 and "WER 0.00%" in line
+    missing = tmp_path / "short.trn"
+    missing.write_text("he could wait no longer (s1-u0)\n", encoding="utf-8")
+    code, _, err = run_score(capsys, "--refs", ref, "--hyps", missing, "--out", tmp_path / "m")
+    assert code == 2 and "short.trn: no hypothesis for 2 utterance(s)" in err
+    with pytest.raises(SystemExit):  # references from one place only
+        main(["score", "--refs", str(ref), "--manifest", str(ref), "--hyps", str(hyp), "--out", str(tmp_path)])

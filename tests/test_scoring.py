@@ -408,3 +408,18 @@ def test_sclite_agrees_after_whisper_normalisation(tmp_path):
                          fields={"speaker": ["a", "a", "b"]})
     assert scores.summary().errors > 0
     assert_agrees_with_sclite(scores, tmp_path)
+
+
+@needs_sclite
+def test_sclite_agrees_with_s_flag_only_default_sclite_folds_ascii_case(tmp_path):
+    """What README claims, exactly: our counts are `sclite -s`'s (case-sensitive). Plain sclite
+    folds ASCII case ("Hello" = "hello") but not other letters ("café" != "CAFÉ")."""
+    scores = score_texts(["Hello World café"], ["hello world CAFÉ"], normalizer="none", ids=["1"],
+                         fields={"speaker": ["s"]})
+    assert scores.summary().errors == 3
+    assert_agrees_with_sclite(scores, tmp_path)  # with -s
+    ref, hyp = write_trn(tmp_path / "r.trn", scores, "ref"), write_trn(tmp_path / "h.trn", scores, "hyp")
+    out = subprocess.run([SCTK, "sclite", "-r", str(ref), "trn", "-h", str(hyp), "trn", "-i", "rm", "-e", "utf-8",
+                          "-o", "rsum", "stdout"], check=True, capture_output=True, text=True).stdout
+    total = re.search(r"\|\s*Sum\s*\|\s*\d+\s+(\d+)\s*\|\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)", out).groups()
+    assert tuple(map(int, total)) == (3, 2, 1, 0, 0, 1)  # without -s: only the non-ASCII word differs

@@ -73,6 +73,42 @@ WHISPER_EN = [
     ("\tHello\n  World ", "hello world"),
 ]
 
+WHISPER_EN_DIGITS = [
+    # digit sequences come out as one word per digit, however they were written
+    ("five five five oh one two three", "five five five zero one two three"),
+    ("555-0123", "five five five zero one two three"),  # whisper_en alone drops the 0: "555 123"
+    ("5 5 5 0 1 2 3", "five five five zero one two three"),  # whisper_en alone: "5 5 5 0 one 2 3"
+    ("0123", "zero one two three"),
+    ("007", "zero zero seven"),
+    ("double oh seven", "zero zero seven"),
+    ("one two three", "one two three"),  # whisper_en alone: "123", one word
+    ("1, 2, 3", "one two three"),
+    # single digit words (spoken digits): zero stays a word, as does one
+    ("zero", "zero"),
+    ("Seven!", "seven"),
+    ("7.", "seven"),
+    ("one", "one"),
+    ("Oh.", "zero"),  # as whisper_en, "oh" reads as zero
+    # numbers: the same digits whichever way they are written
+    ("twenty five", "two five"),
+    ("25", "two five"),
+    ("eleven", "one one"),  # a known limit: "eleven" and "one one" agree
+    ("1,000", "one zero zero zero"),
+    ("one thousand", "one zero zero zero"),
+    ("twelve point five", "one two point five"),
+    ("3.14", "three point one four"),
+    ("0.5", "zero point five"),
+    ("twenty dollars", "$ two zero"),
+    ("$20", "$ two zero"),
+    ("20%", "two zero %"),
+    ("twenty first", "two one st"),
+    ("RC232", "rc two three two"),
+    ("room one oh one", "room one zero one"),
+    # everything else is whisper_en's
+    ("The colour, I can't", "the color i can not"),
+    ("", ""),
+]
+
 WHISPER_BASIC = [
     ("Hello, World!", "hello world"),
     ("Café naïve", "café naïve"),  # accents kept
@@ -106,7 +142,8 @@ NONE = [
 ]
 
 
-@pytest.mark.parametrize("name, cases", [("whisper_en", WHISPER_EN), ("whisper_basic", WHISPER_BASIC),
+@pytest.mark.parametrize("name, cases", [("whisper_en", WHISPER_EN), ("whisper_en_digits", WHISPER_EN_DIGITS),
+                                         ("whisper_basic", WHISPER_BASIC),
                                          ("librispeech", LIBRISPEECH), ("none", NONE)])
 def test_normalizer_table(name, cases):
     normalize = get_normalizer(name)
@@ -186,7 +223,8 @@ def test_fast_path_is_taken_for_plain_text_and_not_for_numbers(monkeypatch):
 
 
 def test_registry_names_versions_and_errors():
-    assert set(NORMALIZERS) == {"whisper_en", "whisper_basic", "librispeech", "none"}
+    assert set(NORMALIZERS) == {"whisper_en", "whisper_en_digits", "whisper_basic", "librispeech", "none"}
+    assert get_normalizer("whisper_en_digits").tag == "whisper_en_digits/v1"
     norm = get_normalizer("whisper_en")
     assert norm.tag == "whisper_en/v1" and norm.to_dict()["version"] == 1
     assert get_normalizer(norm) is norm

@@ -48,6 +48,9 @@ def add_decode_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=positive_int, default=224,
                    help="Whisper: tokens per utterance at most (default: 224)")
     p.add_argument("--language", default="en", help="Whisper prefix language (default: en)")
+    p.add_argument("--no-fallback", dest="fallback", action="store_false",
+                   help="Whisper: no temperature fallback for utterances whose text repeats itself or is "
+                        "improbable (on by default, as in openai/whisper)")
 
 
 def decode_options(args, warmup: bool):
@@ -55,4 +58,5 @@ def decode_options(args, warmup: bool):
 
     return DecodeOptions(batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds,
                          device=args.device, dtype=args.dtype, num_beams=args.num_beams,
-                         max_new_tokens=args.max_new_tokens, language=args.language, warmup=warmup)
+                         max_new_tokens=args.max_new_tokens, language=args.language, warmup=warmup,
+                         fallback=args.fallback)

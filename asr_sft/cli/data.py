@@ -236,6 +236,9 @@ def _add_validate(sub) -> None:
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip and report bad rows instead of failing")
     p.add_argument("--no-check-audio", action="store_true", help="do not check that audio files exist")
+    p.add_argument("--deep", action="store_true",
+                   help="also decode every audio file once: it must decode to the end, hold finite samples "
+                        "and be as long as its row says (what train checks at start)")
     p.add_argument("--min-duration", type=float, default=0.0, help="seconds")
     p.add_argument("--max-duration", type=float, default=None, help="seconds")
     p.add_argument("--max-chars-per-second", type=float, default=None)
@@ -249,7 +252,7 @@ def _run_validate(args) -> int:
     options = manifest.FilterOptions(args.min_duration, args.max_duration, args.max_chars_per_second)
     kept = []
     for path in args.manifests:
-        check = manifest.check_manifest(path, check_audio=not args.no_check_audio)
+        check = manifest.check_manifest(path, check_audio=not args.no_check_audio, deep=args.deep)
         if check.problems and not args.skip_invalid:
             raise manifest.ManifestError(manifest.format_problems(path, check.problems))
         if check.problems:

@@ -34,6 +34,10 @@ def _run_decode(args) -> int:
     s = json.loads((hyps.parent / SUMMARY_NAME).read_text(encoding="utf-8"))
     print(f"wrote {hyps}: {s['utterances']} utterances, {s['audio_seconds']:.1f} s of audio on {s['device']}; "
           f"loading {s['load_seconds']:.2f} s, decoding {s['decode_seconds']:.2f} s (RTFx {s['rtfx'] or 0:.1f})")
+    if s.get("errors"):
+        print(f"warning: {len(s['errors'])} utterance(s) could not be decoded and have empty hypotheses "
+              f"(listed under \"errors\" in {hyps.parent / SUMMARY_NAME}), e.g. {s['errors'][0]['id']}: "
+              f"{s['errors'][0]['error']}", file=sys.stderr)
     return 0
 
 
@@ -43,15 +47,21 @@ def _add_score(sub) -> None:
         "score",
         help="score a decode output: WER/CER with S/D/I, icefall-style recogs/errs/wer-summary + wer.json",
         **parser_kwargs("asr-sft score --hyps exp/run/decode/test-clean/hyps.jsonl "
-                         "--normalizer librispeech --out exp/run/decode/test-clean"),
+                         "--normalizer librispeech --out exp/run/decode/test-clean\n"
+                         "  asr-sft score --refs ref.trn --hyps hyp.trn --out exp/score"),
     )
     p.add_argument("--hyps", type=Path, required=True,
                    help="hypotheses: hyps.jsonl (from asr-sft decode), Kaldi text or sclite .trn")
-    p.add_argument("--manifest", type=Path, default=None,
-                   help="references by id from this manifest (needed unless --hyps is a hyps.jsonl with refs)")
+    refs = p.add_mutually_exclusive_group()
+    refs.add_argument("--manifest", type=Path, default=None,
+                      help="references by id from this manifest")
+    refs.add_argument("--refs", type=Path, default=None,
+                      help="references by id from an sclite .trn or Kaldi text file (no audio needed; "
+                           "speakers from trn ids). Without --manifest or --refs, --hyps must be a hyps.jsonl "
+                           "with refs")
     p.add_argument("--normalizer", default="librispeech",
-                   help="text normaliser: whisper_en, whisper_basic, librispeech, none (default: librispeech, "
-                        "as the training loop's dev WER)")
+                   help="text normaliser: whisper_en, whisper_en_digits, whisper_basic, librispeech, none "
+                        "(default: librispeech, as the training loop's dev WER)")
     p.add_argument("--out", type=Path, required=True, help="folder for the score files")
     p.add_argument("--name", default=None,
                    help="name in file names and the summary (default: the folder of hyps.jsonl, or the "
@@ -60,15 +70,15 @@ def _add_score(sub) -> None:
 
 
 def _run_score(args) -> int:
-    from asr_sft.evaluation.benchmark import score_file
+    from asr_sft.evaluation.benchmark import score_file_result
     from asr_sft.evaluation.report import summary_line, write_score_files
 
     name = args.name or (args.hyps.parent.name if args.hyps.name == "hyps.jsonl" else args.hyps.stem) or "test"
-    scores = score_file(args.hyps, args.manifest, normalizer=args.normalizer)
-    info = {"hyps": str(args.hyps.absolute()),
-            "manifest": None if args.manifest is None else str(args.manifest.absolute())}
-    write_score_files(args.out, scores, name, info)
+    scores, result = score_file_result(args.hyps, name, args.manifest, normalizer=args.normalizer, refs=args.refs)
+    write_score_files(args.out, scores, result)
     print(summary_line(name, scores))
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
     return 0
 
 
@@ -88,15 +98,16 @@ def _add_bench(sub) -> None:
     p.add_argument("--testset", action="append", required=True, metavar="NAME=MANIFEST", help="repeatable")
     p.add_argument("--out", type=Path, required=True, help="folder for results.json, report.md, ...")
     p.add_argument("--normalizer", default="whisper_en",
-                   help="whisper_en, whisper_basic, librispeech or none (default: whisper_en); raw WER "
-                        "(none) is always reported beside it")
+                   help="whisper_en, whisper_en_digits (spoken digits, phone numbers), whisper_basic, librispeech "
+                        "or none (default: whisper_en); raw WER (none) is always reported beside it")
     p.add_argument("--group-by", default="accent,gender,corpus,duration_bucket",
                    help="comma-separated manifest fields to break WER down by ('' for none; default: "
                         "accent,gender,corpus,duration_bucket)")
     p.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     p.add_argument("--min-speakers", type=int, default=5,
-                   help="flag groups with fewer speakers (default: 5)")
+                   help="flag groups with fewer speakers, and resample their utterances, not speakers, for "
+                        "intervals and paired tests (default: 5)")
     p.add_argument("--no-plots", dest="plots", action="store_false", help="skip the PNG plots")
     add_decode_flags(p)
     p.add_argument("--no-warmup", dest="warmup", action="store_false",
@@ -123,18 +134,30 @@ def _run_bench(args) -> int:
     if any(s.model for s in systems):
         decoding = decode_options(args, warmup=args.warmup)
     results = run_benchmark(systems, testsets, args.out, options, decoding)
-    for r in results["results"]:
-        s, i = r["summary"], r["interval"]
-        rtfx = f", RTFx {r['speed']['rtfx']:.1f}" if r["speed"] and r["speed"]["rtfx"] else ""
-        print(f"{r['testset']} {r['system']}: WER {100 * s['wer']:.2f}% [{100 * i['low']:.2f}, "
-              f"{100 * i['high']:.2f}] (raw {100 * r['raw']['wer']:.2f}%), CER {100 * s['cer']:.2f}%{rtfx}"
-              if s["wer"] is not None else f"{r['testset']} {r['system']}: no reference words")
-    for p in results["paired"]:
-        print(f"{p['testset']} {p['system_a']} vs {p['system_b']}: {p['verdict']}")
-    for w in results["warnings"]:
+    for r in results.results:
+        print(_result_line(r))
+    for p in results.paired:
+        print(f"{p.testset} {p.system_a} vs {p.system_b}: {p.verdict}")
+    for w in results.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(f"report: {args.out / 'report.md'}; everything: {args.out / 'results.json'}")
     return 0
+
+
+def _result_line(r) -> str:
+    """`testset system: WER x% [low, high] (raw y%), CER z%, RTFx n` for a benchmark SystemResult."""
+    import math
+
+    def pct(x: float) -> str:
+        return "n/a" if math.isnan(x) else f"{100 * x:.2f}"
+
+    s, i = r.summary, r.interval
+    if math.isnan(s.wer):
+        return f"{r.testset} {r.system}: no reference words"
+    interval = f"[{pct(i.low)}, {pct(i.high)}]" + (" (utterances resampled)" if i.resampling == "utterance" else "")
+    rtfx = f", RTFx {r.speed.rtfx:.1f}" if r.speed and r.speed.rtfx else ""
+    return (f"{r.testset} {r.system}: WER {pct(s.wer)}% {interval} (raw {pct(r.raw.wer)}%), "
+            f"CER {pct(s.cer)}%{rtfx}")
 
 
 def _bench_systems(items: list[str]) -> list:

@@ -1,4 +1,4 @@
-"""Subcommands that make or convert models: init-model."""
+"""Subcommands that make or convert models: init-model, convert, export."""
 
 from __future__ import annotations
 
@@ -49,4 +49,61 @@ def _run_init_model(args) -> int:
     return 0
 
 
-SUBCOMMANDS = [_add_init_model]
+
+# --- convert --------------------------------------------------------------------------------------
+def _add_convert(sub) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert a CTranslate2 (faster-whisper) Whisper folder into a Hugging Face folder",
+        **parser_kwargs("asr-sft convert --ct2 ~/models/faster-whisper-small.en --out exp/models/small.en"),
+    )
+    p.add_argument("--ct2", type=Path, required=True,
+                   help="folder with model.bin, config.json and tokenizer.json (float16/float32; int8 and "
+                        "int16 weights are dequantised to float32)")
+    p.add_argument("--out", type=Path, required=True, help="Hugging Face folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it already holds files")
+    p.set_defaults(func=_run_convert)
+
+
+def _run_convert(args) -> int:
+    from asr_sft.models.convert.ctranslate2 import ct2_to_hf
+
+    out = ct2_to_hf(args.ct2, args.out, overwrite=args.overwrite)
+    print(f"wrote a Hugging Face Whisper folder to {out} (load it with --model {out})")
+    return 0
+
+
+# --- export ---------------------------------------------------------------------------------------
+# asr_sft.models.convert.export.QUANTIZATIONS, spelled out so that building the parser imports no torch
+QUANTIZATIONS = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16", "float16", "bfloat16",
+                 "float32")
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a Whisper model or fine-tuned checkpoint for serving (CTranslate2 / faster-whisper)",
+        **parser_kwargs("asr-sft export --model exp/demo/adapt/checkpoints/best --format ct2 "
+                        "--quantization int8 --out exp/demo/ct2"),
+    )
+    p.add_argument("--model", required=True,
+                   help="model folder, checkpoint pointer (exp/run/checkpoints/best) or builtin:<name>")
+    p.add_argument("--format", choices=["ct2"], default="ct2", help="ct2: CTranslate2, as faster-whisper loads")
+    p.add_argument("--quantization", choices=QUANTIZATIONS, default=None,
+                   help="weight type of the export (default: as the model's weights)")
+    p.add_argument("--out", type=Path, required=True, help="folder to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it already holds files")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args) -> int:
+    from asr_sft.models.convert.export import export_ct2
+    from asr_sft.models.resolve import resolve_model
+
+    out = export_ct2(resolve_model(args.model), args.out, quantization=args.quantization,
+                     overwrite=args.overwrite)
+    print(f"wrote a CTranslate2 model to {out}: faster_whisper.WhisperModel({str(out)!r}) serves it")
+    return 0
+
+
+SUBCOMMANDS = [_add_init_model, _add_convert, _add_export]

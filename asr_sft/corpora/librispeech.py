@@ -24,7 +24,7 @@ from dataclasses import replace
 
 from asr_sft.data.audio import audio_info
 from asr_sft.data.download import (HASH_ALGORITHMS, DownloadOptions, SplitResult, download_file,
-                                   extract_archive, extraction_marker, is_verified, resolve_base_url)
+                                   extract_archive, is_extracted, is_verified, resolve_base_url)
 from asr_sft.errors import ArchiveError, AudioError, DownloadError, ManifestError
 from asr_sft.data.manifest import MAX_PROBLEMS_SHOWN, make_row, write_manifest
 
@@ -44,33 +44,36 @@ class ArchiveSpec:
     utterances: int
     md5: str
     sha256: str
+    size: int | None = None  # exact bytes of the archive; None for a mirror's own archive
+    max_bytes: int | None = None  # cap on the download when `size` is unknown
 
 
-# md5: PaddleSpeech dataset/librispeech/librispeech.py; sha256: torchaudio datasets/librispeech.py.
+# md5: PaddleSpeech dataset/librispeech/librispeech.py; sha256: torchaudio datasets/librispeech.py;
+# sizes (bytes): Kaldi egs/librispeech/s5/local/download_and_untar.sh ("sizes_new").
 SPLITS: dict[str, ArchiveSpec] = {
     s.name: s
     for s in [
         ArchiveSpec("dev-clean", "dev-clean.tar.gz", "337M", 5.4, 2703,
                     "42e2234ba48799c1f50f24a7926300a1",
-                    "76f87d090650617fca0cac8f88b9416e0ebf80350acb97b343a85fa903728ab3"),
+                    "76f87d090650617fca0cac8f88b9416e0ebf80350acb97b343a85fa903728ab3", 337926286),
         ArchiveSpec("dev-other", "dev-other.tar.gz", "314M", 5.3, 2864,
                     "c8d0bcc9cca99d4f8b62fcc847357931",
-                    "12661c48e8c3fe1de2c1caa4c3e135193bfb1811584f11f569dd12645aa84365"),
+                    "12661c48e8c3fe1de2c1caa4c3e135193bfb1811584f11f569dd12645aa84365", 314305928),
         ArchiveSpec("test-clean", "test-clean.tar.gz", "346M", 5.4, 2620,
                     "32fa31d27d2e1cad72775fee3f4849a9",
-                    "39fde525e59672dc6d1551919b1478f724438a95aa55f874b576be21967e6c23"),
+                    "39fde525e59672dc6d1551919b1478f724438a95aa55f874b576be21967e6c23", 346663984),
         ArchiveSpec("test-other", "test-other.tar.gz", "328M", 5.1, 2939,
                     "fb5a50374b501bb3bac4815ee91d3135",
-                    "d09c181bba5cf717b3dee7d4d592af11a3ee3a09e08ae025c5506f6ebe961c29"),
+                    "d09c181bba5cf717b3dee7d4d592af11a3ee3a09e08ae025c5506f6ebe961c29", 328757843),
         ArchiveSpec("train-clean-100", "train-clean-100.tar.gz", "6.3G", 100.6, 28539,
                     "2a93770f6d5c6c964bc36631d331a522",
-                    "d4ddd1d5a6ab303066f14971d768ee43278a5f2a0aa43dc716b0e64ecbbbf6e2"),
+                    "d4ddd1d5a6ab303066f14971d768ee43278a5f2a0aa43dc716b0e64ecbbbf6e2", 6387309499),
         ArchiveSpec("train-clean-360", "train-clean-360.tar.gz", "23G", 363.6, 104014,
                     "c0e676e450a7ff2f54aeade5171606fa",
-                    "146a56496217e96c14334a160df97fffedd6e0a04e66b9c5af0d40be3c792ecf"),
+                    "146a56496217e96c14334a160df97fffedd6e0a04e66b9c5af0d40be3c792ecf", 23049477885),
         ArchiveSpec("train-other-500", "train-other-500.tar.gz", "30G", 496.7, 148688,
                     "d1a0fd59409feb2c614ce4d30c387708",
-                    "ddb22f27f96ec163645d53215559df6aa36515f26e01dd70798188350adcb6d2"),
+                    "ddb22f27f96ec163645d53215559df6aa36515f26e01dd70798188350adcb6d2", 30593501606),
     ]
 }
 
@@ -98,13 +101,14 @@ def _fetch_split(spec: ArchiveSpec, base: str, dest: Path, extract: bool,
                  options: DownloadOptions) -> SplitResult:
     archive = dest / spec.filename
     root = dest / "LibriSpeech" / spec.name if extract else None
-    if extract and extraction_marker(archive, dest).exists():
+    digests = {a: d for a, d in (("md5", spec.md5), ("sha256", spec.sha256)) if d}
+    if extract and is_extracted(archive, dest, digests) and root.is_dir():
         return SplitResult(spec.name, archive, root, downloaded=False, extracted=False)
     downloaded = not is_verified(archive, md5=spec.md5, sha256=spec.sha256)
     if downloaded:
         download_file(f"{base}/{spec.filename}", archive, md5=spec.md5, sha256=spec.sha256,
-                      options=options)
-    extracted = extract and extract_archive(archive, dest)
+                      options=options, size=spec.size, max_bytes=spec.max_bytes)
+    extracted = extract and extract_archive(archive, dest, digests)
     if extract and not root.is_dir():
         raise ArchiveError(f"{archive}: has no LibriSpeech/{spec.name}/ folder; not a "
                            f"{spec.name} archive")
@@ -148,8 +152,10 @@ def read_checksum_overrides(path: str | Path | None) -> dict[str, ArchiveSpec]:
         if not usable:
             raise DownloadError(f"{path} (${CHECKSUMS_ENV}): {split}: expected "
                                 f"{{\"md5\": ..., \"sha256\": ...}} (one or both), got {digests!r}")
-        specs[split] = replace(SPLITS[split], md5=digests.get("md5"),
-                               sha256=digests.get("sha256"))
+        # A mirror's archive may be packed differently: no exact size, at most twice OpenSLR's.
+        original = SPLITS[split].size
+        specs[split] = replace(SPLITS[split], md5=digests.get("md5"), sha256=digests.get("sha256"),
+                               size=None, max_bytes=2 * original if original else None)
     return specs
 
 

@@ -1,6 +1,8 @@
 """Reading, down-mixing, resampling and writing audio. The only module that opens audio files.
 
 Decoding is done by soundfile (libsndfile: FLAC, WAV, OGG/Vorbis, ...); resampling by torchaudio.
+soundfile is imported on first use, so the rest of the data layer (SAMPLE_RATE, resample, and
+the features and batching modules that import this one) works where it is not installed.
 Every error names the file and the problem.
 """
 
@@ -11,7 +13,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 import torchaudio.transforms as T
 
@@ -38,6 +39,8 @@ class AudioInfo:
 
 def audio_info(path: str | Path) -> AudioInfo:
     """Header facts of an audio file, without decoding it."""
+    import soundfile as sf
+
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: audio file not found")
@@ -48,6 +51,38 @@ def audio_info(path: str | Path) -> AudioInfo:
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError(f"{path}: audio file is empty (0 samples)")
     return AudioInfo(sample_rate=int(info.samplerate), frames=int(info.frames), channels=int(info.channels))
+
+
+SCAN_BLOCK_FRAMES = 1 << 16  # frames decoded at a time by scan_audio (memory stays small)
+TRUNCATION_TOLERANCE = 0.005  # a decode may end up to 0.5% short of the header's frame count
+
+
+def scan_audio(path: str | Path) -> AudioInfo:
+    """Decode the whole file once, block by block: its facts as decoded (frames = samples actually
+    decoded). AudioError when it cannot be read or decoded to the end, decodes to fewer samples
+    than its header promises (truncated), is empty, or holds NaN or infinite samples."""
+    import soundfile as sf
+
+    path = Path(path)
+    info = audio_info(path)
+    frames = 0
+    try:
+        with sf.SoundFile(str(path)) as f:
+            for block in f.blocks(blocksize=SCAN_BLOCK_FRAMES, dtype="float32", always_2d=True):
+                if not np.isfinite(block).all():
+                    raise AudioError(f"{path}: NaN or infinite samples (at about "
+                                     f"{frames / info.sample_rate:.2f} s)")
+                frames += block.shape[0]
+    except AudioError:
+        raise
+    except Exception as err:  # libsndfile's errors on corrupt data
+        raise AudioError(f"{path}: cannot decode audio after {frames / info.sample_rate:.2f} s ({err})") from err
+    if frames == 0:
+        raise AudioError(f"{path}: decoded 0 samples (corrupt or truncated file)")
+    if frames < info.frames * (1 - TRUNCATION_TOLERANCE):
+        raise AudioError(f"{path}: truncated: its header says {info.duration:.2f} s, it decodes to "
+                         f"{frames / info.sample_rate:.2f} s")
+    return AudioInfo(sample_rate=info.sample_rate, frames=frames, channels=info.channels)
 
 
 def load_audio(
@@ -61,6 +96,8 @@ def load_audio(
     offset, duration: seconds; only that slice is decoded. sample_rate: resample to this rate
     (None keeps the file's rate).
     """
+    import soundfile as sf
+
     path = Path(path)
     info = audio_info(path)
     start = int(round(offset * info.sample_rate))
@@ -98,6 +135,8 @@ def _resampler(orig_rate: int, new_rate: int, dtype: torch.dtype) -> T.Resample:
 def write_audio(path: str | Path, wave: torch.Tensor | np.ndarray, sample_rate: int) -> None:
     """Write a mono waveform (float in [-1, 1] or int16) atomically: a crash never leaves a
     half-written file under the final name. The format follows the extension."""
+    import soundfile as sf
+
     path = Path(path)
     subtype = _WRITE_SUBTYPE.get(path.suffix.lower())
     if subtype is None:

@@ -7,26 +7,40 @@ plus optional offset (s), language, gender, custom (dict).
 Audio paths are stored relative to the manifest's folder when the audio lives under it, absolute
 otherwise; `read_manifest` hands them back absolute. A manifest is validated when written and when
 read; every problem is reported with its line number, never silently dropped.
+
+Two depths of checking: the default looks at each row and that its audio file exists and is not
+empty (cheap); `deep=True` also decodes every audio file once (each file once, however many rows
+use it, in threads): it must decode to the end, hold only finite samples, and be as long as the row
+says within DURATION_TOLERANCE_S (or DURATION_TOLERANCE of the duration), or, for a row with an
+offset, long enough to hold its slice. Any sample rate is accepted; loading resamples to 16 kHz.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from asr_sft.atomic import write_text_atomic
-from asr_sft.errors import ManifestError
+from asr_sft.data.audio import scan_audio
+from asr_sft.errors import AudioError, ManifestError
 
 log = logging.getLogger(__name__)
 
 FIELDS = ("id", "audio_filepath", "duration", "text", "speaker", "accent", "corpus", "split",
           "sampling_rate")
 OPTIONAL_FIELDS = ("offset", "language", "gender", "custom")
-KNOWN_SAMPLE_RATES = frozenset({8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000})  # Hz
+KNOWN_SAMPLE_RATES = frozenset({8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000})  # Hz, common ones
+MAX_SAMPLE_RATE = 768_000  # Hz; any positive rate up to this is accepted (and resampled on loading)
+DURATION_TOLERANCE_S = 0.1  # a row's duration may differ from its file's by this much (seconds) ...
+DURATION_TOLERANCE = 0.01  # ... or by this fraction of the duration, whichever is larger
+DEEP_CHECK_THREADS = min(8, os.cpu_count() or 1)  # files decoded at once by a deep check
 MAX_PROBLEMS_SHOWN = 20  # in an error message; the full list stays on the exception
 
 
@@ -81,20 +95,28 @@ def check_row(row: dict, base_dir: Path, check_audio: bool = True) -> list[str]:
     if not isinstance(row["text"], str) or not row["text"].strip():
         problems.append("empty text")
     duration, rate = row["duration"], row["sampling_rate"]
-    if not isinstance(duration, (int, float)) or isinstance(duration, bool) or not duration > 0:
-        problems.append(f"duration must be a positive number of seconds, got {duration!r}")
-    if not isinstance(rate, int) or rate not in KNOWN_SAMPLE_RATES:
-        problems.append(f"unknown sampling_rate {rate!r} (known: {sorted(KNOWN_SAMPLE_RATES)})")
+    if not _is_number(duration) or not (duration > 0 and math.isfinite(duration)):
+        problems.append(f"duration must be a positive, finite number of seconds, got {duration!r}")
+    if not isinstance(rate, int) or isinstance(rate, bool) or not 0 < rate <= MAX_SAMPLE_RATE:
+        problems.append(f"sampling_rate must be a whole number of Hz in 1..{MAX_SAMPLE_RATE}, got {rate!r}")
     offset = row.get("offset", 0.0)
-    if not isinstance(offset, (int, float)) or offset < 0:
-        problems.append(f"offset must be a non-negative number of seconds, got {offset!r}")
+    if not _is_number(offset) or not (offset >= 0 and math.isfinite(offset)):
+        problems.append(f"offset must be a non-negative, finite number of seconds, got {offset!r}")
     if "custom" in row and not isinstance(row["custom"], dict):
         problems.append("'custom' must be an object")
     if not isinstance(row["audio_filepath"], str) or not row["audio_filepath"]:
         problems.append(f"audio_filepath must be a non-empty string, got {row['audio_filepath']!r}")
-    elif check_audio and not resolve_audio(row["audio_filepath"], base_dir).is_file():
-        problems.append(f"audio file not found: {resolve_audio(row['audio_filepath'], base_dir)}")
+    elif check_audio:
+        audio = resolve_audio(row["audio_filepath"], base_dir)
+        if not audio.is_file():
+            problems.append(f"audio file not found: {audio}")
+        elif audio.stat().st_size == 0:
+            problems.append(f"audio file is empty (0 bytes): {audio}")
     return problems
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def resolve_audio(audio_filepath: str, base_dir: Path) -> Path:
@@ -103,14 +125,16 @@ def resolve_audio(audio_filepath: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else (base_dir / path).resolve()
 
 
-def check_rows(rows: Iterable[dict], base_dir: Path, check_audio: bool = True) -> ManifestCheck:
+def check_rows(rows: Iterable[dict], base_dir: Path, check_audio: bool = True,
+               deep: bool = False) -> ManifestCheck:
     """Validate rows in memory (row numbers count from 1); rows are returned as given."""
     rows = list(rows)
-    return _check_numbered(list(enumerate(rows, start=1)), base_dir, check_audio, lines=len(rows))
+    return _check_numbered(list(enumerate(rows, start=1)), base_dir, check_audio, lines=len(rows),
+                           deep=deep)
 
 
 def _check_numbered(numbered: list[tuple[int, dict]], base_dir: Path, check_audio: bool,
-                    lines: int) -> ManifestCheck:
+                    lines: int, deep: bool = False) -> ManifestCheck:
     valid, problems, seen = [], [], {}
     for number, row in numbered:
         messages = check_row(row, base_dir, check_audio)
@@ -121,8 +145,54 @@ def _check_numbered(numbered: list[tuple[int, dict]], base_dir: Path, check_audi
             seen[row_id] = number
         problems += [Problem(number, row_id, m) for m in messages]
         if not messages:
-            valid.append(row)
-    return ManifestCheck(rows=valid, problems=problems, lines=lines)
+            valid.append((number, row))
+    if deep and valid:
+        bad = deep_problems([(n, row, resolve_audio(row["audio_filepath"], base_dir)) for n, row in valid])
+        problems += bad
+        failed = {p.line for p in bad}
+        valid = [(n, row) for n, row in valid if n not in failed]
+    problems.sort(key=lambda p: p.line)
+    return ManifestCheck(rows=[row for _, row in valid], problems=problems, lines=lines)
+
+
+def deep_problems(rows: list[tuple[int, dict, Path]]) -> list[Problem]:
+    """Problems of decoding each (line, row, audio path)'s file once (see the module docstring)."""
+    paths = list(dict.fromkeys(path for _, _, path in rows))
+    start = time.perf_counter()
+    if len(paths) > 100:
+        log.info("decoding %d audio files once to check them (data.audio_check=deep / --deep)", len(paths))
+    with ThreadPoolExecutor(DEEP_CHECK_THREADS, thread_name_prefix="audio-check") as pool:
+        scans = dict(zip(paths, pool.map(_scan, paths)))
+    if len(paths) > 100:
+        log.info("checked %d audio files in %.1f s", len(paths), time.perf_counter() - start)
+    problems = []
+    for number, row, path in rows:
+        scan = scans[path]
+        message = scan if isinstance(scan, str) else _duration_problem(row, scan.duration)
+        if message:
+            problems.append(Problem(number, row.get("id"), message))
+    return problems
+
+
+def _scan(path: Path):
+    try:
+        return scan_audio(path)
+    except AudioError as err:
+        return str(err)
+
+
+def _duration_problem(row: dict, file_seconds: float) -> str | None:
+    duration, offset = float(row["duration"]), float(row.get("offset") or 0.0)
+    tolerance = max(DURATION_TOLERANCE_S, DURATION_TOLERANCE * duration)
+    if "offset" in row and row["offset"] is not None:
+        if offset + duration > file_seconds + tolerance:
+            return (f"offset {offset:g} s + duration {duration:g} s runs past the end of the audio "
+                    f"({file_seconds:.2f} s)")
+        return None
+    if abs(file_seconds - duration) > tolerance:
+        return (f"duration {duration:g} s, but the audio file holds {file_seconds:.2f} s (fix the "
+                "manifest: batching and memory use follow its duration)")
+    return None
 
 
 def parse_lines(path: Path) -> tuple[list[tuple[int, dict]], list[Problem]]:
@@ -151,11 +221,13 @@ def parse_lines(path: Path) -> tuple[list[tuple[int, dict]], list[Problem]]:
     return parsed, problems
 
 
-def check_manifest(path: str | Path, check_audio: bool = True) -> ManifestCheck:
-    """Read and validate a manifest; returns valid rows (audio paths absolute) and all problems."""
+def check_manifest(path: str | Path, check_audio: bool = True, deep: bool = False) -> ManifestCheck:
+    """Read and validate a manifest (deep: decode every audio file once, see the module
+    docstring); returns valid rows (audio paths absolute) and all problems."""
     path = Path(path)
     parsed, unparsable = parse_lines(path)
-    check = _check_numbered(parsed, path.parent, check_audio, lines=len(parsed) + len(unparsable))
+    check = _check_numbered(parsed, path.parent, check_audio, lines=len(parsed) + len(unparsable),
+                            deep=deep and check_audio)
     rows = [{**row, "audio_filepath": str(resolve_audio(row["audio_filepath"], path.parent))}
             for row in check.rows]
     problems = sorted(unparsable + check.problems, key=lambda p: p.line)
@@ -168,10 +240,12 @@ def format_problems(path: Path | str, problems: list[Problem]) -> str:
     return f"{path}: {len(problems)} problem(s):\n{shown}" + (f"\n  ... and {more} more" if more > 0 else "")
 
 
-def read_manifest(path: str | Path, skip_invalid: bool = False, check_audio: bool = True) -> list[dict]:
-    """Rows of a valid manifest, audio paths absolute. Any problem raises ManifestError listing
-    them all, unless skip_invalid, in which case bad rows are skipped and reported as a warning."""
-    check = check_manifest(path, check_audio)
+def read_manifest(path: str | Path, skip_invalid: bool = False, check_audio: bool = True,
+                  deep: bool = False) -> list[dict]:
+    """Rows of a valid manifest, audio paths absolute (deep: every audio file decoded once, see the
+    module docstring). Any problem raises ManifestError listing them all, unless skip_invalid, in
+    which case bad rows are skipped and reported as a warning."""
+    check = check_manifest(path, check_audio, deep)
     if check.problems and not skip_invalid:
         raise ManifestError(format_problems(path, check.problems))
     if check.problems:

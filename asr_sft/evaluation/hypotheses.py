@@ -2,6 +2,7 @@
 line, from asr-sft decode), Kaldi `text` ("uttid words...") or sclite trn ("words (spk-uttid)").
 Readers return text per utterance id and stop at the first malformed line or repeated id, naming the
 file and line; `assign_hypotheses` matches a file's ids to the utterances of one or more test sets.
+`read_references` reads reference transcripts from a trn or Kaldi text file (`asr-sft score --refs`).
 """
 
 from __future__ import annotations
@@ -90,6 +91,23 @@ def read_hyp_rows(path: str | Path) -> list[dict]:
             raise ScoringError(f"{path}: line {number}: no \"ref\" text; give the manifest (--manifest) "
                                "to take references from")
         rows.append({**{k: v for k, v in row.items() if k not in ("ref", "hyp")}, "text": row["ref"]})
+    return rows
+
+
+def read_references(path: str | Path) -> list[dict]:
+    """Reference transcripts from an sclite trn ("words (speaker-utterance)") or Kaldi text
+    ("uttid words...") file, as manifest-like rows {"id", "text", "speaker"}: what `asr-sft score
+    --refs` scores against, with no audio. The id is kept whole; a trn id's speaker is the text
+    before its first '-', as sclite reads it (none without a '-'; Kaldi text has no speakers)."""
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "jsonl":
+        raise ScoringError(f"{path}: references come from a manifest (--manifest) or a trn / Kaldi text "
+                           "file, not a JSONL file of hypotheses")
+    rows = []
+    for key, text in read_hypotheses(path, fmt).items():
+        speaker, dash, _ = key.partition("-")
+        rows.append({"id": key, "text": text, "speaker": speaker if fmt == "trn" and dash and speaker else None})
     return rows
 
 

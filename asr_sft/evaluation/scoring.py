@@ -9,6 +9,12 @@ with unit costs (CER = edit distance / reference characters, the spaces between 
 Everything aggregate (WER, groups, bootstrap intervals, paired tests) is computed from the
 per-utterance counts kept in `Scores`. Bootstrap intervals resample speakers (clusters), because
 utterances of one speaker are not independent; utterances without a speaker are their own cluster.
+With fewer than MIN_SPEAKERS speakers (one speaker: every resample is that speaker, and the interval
+collapses to a point) they resample utterances instead, and say so (`resampling`); with fewer than
+two units to resample there is no interval and no p-value (nan, None in JSON).
+
+`hallucination_signals` reads runaway decoding off the words alone (insertions, repeated n-grams,
+loops, empty outputs); `normalizer_effect` measures how much a normaliser changes the references.
 
 The alignment itself lives in asr_sft/alignment.py; the files written from scores (icefall's
 recogs/errs/wer-summary, sclite trn, benchmark reports) in asr_sft/report.py.
@@ -17,9 +23,10 @@ recogs/errs/wer-summary, sclite trn, benchmark reports) in asr_sft/report.py.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
@@ -35,13 +42,23 @@ __all__ = [  # the alignment names are re-exported: scoring was their home befor
     "INSERTION", "Summary", "Scores", "Interval", "GroupScore", "GroupBreakdown", "PairedTest",
     "score_texts", "score_rows", "duration_bucket", "bootstrap_wer", "group_breakdown",
     "paired_bootstrap", "GROUP_FIELDS", "MIN_SPEAKERS", "BOOTSTRAP_RESAMPLES", "CONFIDENCE",
+    "Signals", "hallucination_signals", "loop_repeats", "NormalizerEffect", "normalizer_effect",
+    "SPEAKER", "UTTERANCE",
 ]
 
 BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95  # of bootstrap intervals
-MIN_SPEAKERS = 5  # a group with fewer speakers is flagged: its WER says little about new speakers
+MIN_SPEAKERS = 5  # fewer speakers: flagged, and intervals resample utterances, not speakers
+MIN_UNITS = 2  # fewer speakers/utterances to resample than this: no interval at all
+SPEAKER, UTTERANCE = "speaker", "utterance"  # what a bootstrap resampled
+REPEAT_N = 3  # n of the repeated n-gram rate
+LOOP_REPEATS = 4  # an n-gram said this many times in a row is a loop ("the end of the end of ...")
+LOOP_MAX_WORDS = 8  # longest n-gram looked for in loops
+NORMALIZER_BASELINE = "whisper_basic"  # normaliser_effect compares against it: case and punctuation only
+LENGTH_CHANGE_WARNING = 0.10  # a normaliser changing this share of reference words or characters is reported
 DRAWS_PER_CHUNK = 4_000_000  # bootstrap cluster draws held in memory at once (~32 MB)
 DURATION_BUCKETS_S = (5.0, 10.0, 20.0, 30.0)  # upper edges (seconds) of the duration_bucket groups
+_DIGIT = re.compile(r"\d")
 GROUP_FIELDS = ("speaker", "accent", "gender", "corpus", "duration_bucket")
 
 
@@ -64,6 +81,10 @@ class Summary:
 
     def to_dict(self) -> dict:
         return _json_ready(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Summary:
+        return load_dataclass(cls, d)
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,14 +141,19 @@ class Scores:
 @dataclass(frozen=True)
 class Interval:
     estimate: float  # on all the data
-    low: float
+    low: float  # nan when there were fewer than MIN_UNITS units to resample
     high: float
     confidence: float
     resamples: int
-    clusters: int  # speakers (or utterances without one) resampled
+    clusters: int  # units resampled: speakers (and utterances without one), or utterances
+    resampling: str = SPEAKER  # SPEAKER, or UTTERANCE when there were fewer than min_speakers
 
     def to_dict(self) -> dict:
         return _json_ready(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Interval:
+        return load_dataclass(cls, d)
 
 
 @dataclass(frozen=True)
@@ -138,12 +164,17 @@ class GroupScore:
     ref_words: int
     errors: int
     wer: float
-    low: float  # bootstrap interval of wer, resampling this group's speakers
+    low: float  # bootstrap interval of wer, resampling this group's speakers (or utterances)
     high: float
     few_speakers: bool  # fewer than MIN_SPEAKERS: the interval says little about new speakers
+    resampling: str = SPEAKER  # what the interval resampled: SPEAKER, or UTTERANCE with few speakers
 
     def to_dict(self) -> dict:
         return _json_ready(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> GroupScore:
+        return load_dataclass(cls, d)
 
 
 @dataclass(frozen=True)
@@ -165,6 +196,10 @@ class GroupBreakdown:
         d["groups"] = [g.to_dict() for g in self.groups]
         return d
 
+    @classmethod
+    def from_dict(cls, d: Mapping) -> GroupBreakdown:
+        return load_dataclass(cls, d, groups=lambda gs: tuple(map(GroupScore.from_dict, gs)))
+
 
 @dataclass(frozen=True)
 class PairedTest:
@@ -173,14 +208,78 @@ class PairedTest:
     delta: float  # wer_b - wer_a: negative when system B makes fewer errors
     low: float  # bootstrap interval of delta
     high: float
-    p_value: float  # two-sided, for "no difference"
+    p_value: float  # two-sided, for "no difference" (nan when there is no interval)
     confidence: float
     resamples: int
     seed: int
-    clusters: int
+    clusters: int  # units resampled (speakers, or utterances)
+    resampling: str = SPEAKER  # SPEAKER, or UTTERANCE when there were fewer than min_speakers
 
     def to_dict(self) -> dict:
         return _json_ready(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> PairedTest:
+        return load_dataclass(cls, d)
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Signs of runaway decoding (hallucination) in one system's normalised words on one test set."""
+
+    insertion_rate: float  # insertions / reference words
+    repeated_ngram_rate: float  # share of hypothesis REPEAT_N-grams said before in the same utterance
+    ref_repeated_ngram_rate: float  # the same for the references: what the speech itself repeats
+    looping: int  # hypotheses saying one n-gram >= LOOP_REPEATS times in a row (more than the reference)
+    empty: int  # empty hypotheses of non-empty references
+    looping_ids: tuple[str, ...] = ()  # which utterances loop (at most 20, in test set order)
+
+    def to_dict(self) -> dict:
+        return _json_ready(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Signals:
+        return load_dataclass(cls, d)
+
+
+@dataclass(frozen=True)
+class NormalizerEffect:
+    """How much a normaliser changes the references' length, against NORMALIZER_BASELINE (which
+    only lower-cases and removes punctuation): numbers turned into digits, contractions expanded,
+    fillers dropped. A large change means WER and CER also measure formatting, not recognition."""
+
+    normalizer: str  # tag of the normaliser measured
+    baseline: str  # tag of the baseline
+    words_before: int  # reference words under the baseline
+    words_after: int  # ... and under the normaliser
+    chars_before: int
+    chars_after: int
+    utterances_changed: int  # references whose word count changes
+    word_change: float  # sum over utterances of |words after - words before| / words before
+    char_change: float  # the same for characters
+    digits: bool  # the normalised references hold digits (a digit-aware normaliser may fit better)
+
+    @property
+    def large(self) -> bool:
+        return max(_zero_if_nan(self.word_change), _zero_if_nan(self.char_change)) > LENGTH_CHANGE_WARNING
+
+    def warning(self, where: str) -> str | None:
+        """A line for the report when the change is large, else None."""
+        if not self.large:
+            return None
+        text = (f"{where}: normaliser {self.normalizer} changes the references' length by "
+                f"{100 * self.word_change:.0f}% of words and {100 * self.char_change:.0f}% of characters "
+                f"(against {self.baseline}), so its WER and CER measure text formatting as well as recognition")
+        if self.digits:
+            text += "; the references hold digits: consider --normalizer whisper_en_digits"
+        return text
+
+    def to_dict(self) -> dict:
+        return _json_ready(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> NormalizerEffect:
+        return load_dataclass(cls, d)
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -261,28 +360,124 @@ def _ratio(num: float, den: float) -> float:
 
 
 def _json_ready(d: dict) -> dict:
-    """nan (undefined rates) becomes None: JSON has no NaN."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+    """nan (undefined rates) becomes None (JSON has no NaN) and tuples lists, as JSON reads back."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else list(v) if isinstance(v, tuple) else v)
+            for k, v in d.items()}
+
+
+def _zero_if_nan(x: float) -> float:
+    return 0.0 if math.isnan(x) else x
+
+
+def load_dataclass(cls, d: Mapping, **nested):
+    """A frozen result dataclass from its to_dict() form: None back to nan in float fields, lists
+    back to tuples, `nested` fields through their own loaders. A missing field is a ScoringError
+    naming it; fields with defaults may be absent."""
+    if not isinstance(d, Mapping):
+        raise ScoringError(f"{cls.__name__}: expected a JSON object, got {type(d).__name__}")
+    kwargs = {}
+    for f in fields(cls):
+        if not f.init:
+            continue
+        if f.name not in d:
+            if f.default is not MISSING or f.default_factory is not MISSING:
+                continue
+            raise ScoringError(f"{cls.__name__}: no {f.name!r} (have: {', '.join(d) or 'nothing'})")
+        value = d[f.name]
+        if f.name in nested:
+            value = None if value is None else nested[f.name](value)
+        elif value is None and f.type == "float":
+            value = math.nan
+        elif isinstance(value, list) and str(f.type).startswith("tuple"):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------------- hallucination signals
+
+def hallucination_signals(scores: Scores, max_ids: int = 20) -> Signals:
+    """Insertion rate, repeated n-gram rates (hypotheses and references), looping and empty
+    hypotheses, from the normalised words of `scores`."""
+    ins, ref_words = int(scores.counts[:, 3].sum()), int(scores.ref_words.sum())
+    hyp_grams = hyp_repeats = ref_grams = ref_repeats = 0
+    empty, looping = 0, []
+    for k in range(len(scores)):
+        ref, hyp = scores.refs[k], scores.hyps[k]
+        n, r = _repeated_ngrams(hyp)
+        hyp_grams, hyp_repeats = hyp_grams + n, hyp_repeats + r
+        n, r = _repeated_ngrams(ref)
+        ref_grams, ref_repeats = ref_grams + n, ref_repeats + r
+        empty += bool(ref) and not hyp
+        repeats = loop_repeats(hyp)
+        if repeats >= LOOP_REPEATS and repeats > loop_repeats(ref):
+            looping.append(scores.ids[k])
+    return Signals(_ratio(ins, ref_words), _ratio(hyp_repeats, hyp_grams), _ratio(ref_repeats, ref_grams),
+                   len(looping), int(empty), tuple(looping[:max_ids]))
+
+
+def _repeated_ngrams(words: Sequence[str], n: int = REPEAT_N) -> tuple[int, int]:
+    """(n-grams, n-grams that occurred before in `words`)."""
+    if len(words) < n:
+        return 0, 0
+    grams = list(zip(*(words[i:] for i in range(n))))
+    return len(grams), len(grams) - len(set(grams))
+
+
+def loop_repeats(words: Sequence[str], max_words: int = LOOP_MAX_WORDS) -> int:
+    """The most times any n-gram (n <= max_words) is said in a row in `words`: 1 without repeats,
+    4 for "the end of the end of the end of the end of"."""
+    if len(words) < 2 or max(Counter(words).values()) < 2:
+        return 1
+    best = 1
+    for n in range(1, min(max_words, len(words) // 2) + 1):
+        run = 0  # consecutive positions j with words[j] == words[j - n]
+        for j in range(n, len(words)):
+            run = run + 1 if words[j] == words[j - n] else 0
+            if run >= n:
+                best = max(best, 1 + run // n)
+    return best
+
+
+def normalizer_effect(refs: Sequence[str], normalizer: str) -> NormalizerEffect:
+    """How much `normalizer` changes the length of the reference texts `refs`, per utterance,
+    against NORMALIZER_BASELINE (see NormalizerEffect). The "none" normaliser is measured against
+    itself (it changes nothing by definition)."""
+    norm = get_normalizer(normalizer)
+    base = norm if norm.name == "none" else get_normalizer(NORMALIZER_BASELINE)
+    before = [base.function(t).split() for t in refs]
+    after = [norm.function(t).split() for t in refs]
+    words = [(len(b), len(a)) for b, a in zip(before, after)]
+    chars = [(len(" ".join(b)), len(" ".join(a))) for b, a in zip(before, after)]
+    wb, wa = sum(b for b, _ in words), sum(a for _, a in words)
+    cb, ca = sum(b for b, _ in chars), sum(a for _, a in chars)
+    return NormalizerEffect(
+        norm.tag, base.tag, wb, wa, cb, ca, sum(b != a for b, a in words),
+        _ratio(sum(abs(a - b) for b, a in words), wb), _ratio(sum(abs(a - b) for b, a in chars), cb),
+        any(_DIGIT.search(" ".join(a)) for a in after))
 
 
 # ---------------------------------------------------------------------------------------- bootstrap
 
 def bootstrap_wer(scores: Scores, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
-                  confidence: float = CONFIDENCE, cluster_field: str | None = "speaker") -> Interval:
-    """Corpus WER with a percentile bootstrap interval that resamples speakers (utterances when
-    cluster_field is None or the scores have no such field)."""
-    clusters = _cluster_codes(scores, cluster_field, np.arange(len(scores)))
+                  confidence: float = CONFIDENCE, cluster_field: str | None = "speaker",
+                  min_speakers: int = MIN_SPEAKERS) -> Interval:
+    """Corpus WER with a percentile bootstrap interval that resamples speakers; utterances when
+    there are fewer than `min_speakers` of them, or cluster_field is None (see the module docstring)."""
+    clusters, resampling = _resampling_units(scores, cluster_field, np.arange(len(scores)), min_speakers)
     sums = _cluster_sums(clusters, scores.ref_words, scores.errors)
     draws = _resample(np.random.default_rng(seed), sums, resamples)
-    low, high = _percentiles(draws[:, 1] / _nonzero(draws[:, 0]), confidence)
-    return Interval(_ratio(sums[:, 1].sum(), sums[:, 0].sum()), low, high, confidence, resamples, len(sums))
+    low, high = _interval(draws[:, 1] / _nonzero(draws[:, 0]), confidence, len(sums))
+    return Interval(_ratio(sums[:, 1].sum(), sums[:, 0].sum()), low, high, confidence, resamples, len(sums),
+                    resampling)
 
 
 def group_breakdown(scores: Scores, field_name: str, *, resamples: int = BOOTSTRAP_RESAMPLES,
                     seed: int = 0, confidence: float = CONFIDENCE, min_speakers: int = MIN_SPEAKERS,
                     cluster_field: str | None = "speaker") -> GroupBreakdown:
-    """WER per value of `field_name`, each with an interval from resampling that group's speakers;
-    the worst and best groups, and the gap between them with its interval."""
+    """WER per value of `field_name`, each with an interval from resampling that group's speakers
+    (its utterances when it has fewer than min_speakers); the worst and best groups, and the gap
+    between them with its interval."""
     if field_name not in scores.fields:
         raise ScoringError(f"no field {field_name!r} to group by; have: {', '.join(scores.fields) or 'none'}")
     if not len(scores):
@@ -294,33 +489,36 @@ def group_breakdown(scores: Scores, field_name: str, *, resamples: int = BOOTSTR
     by_group = np.split(np.argsort(group_of, kind="stable"), np.cumsum(np.bincount(group_of))[:-1])
     rng = np.random.default_rng(seed)
     words, errors = scores.ref_words, scores.errors
-    speakers = scores.fields.get(cluster_field) if cluster_field else None
     groups, draws = [], []
     for name, members in zip(names, by_group):
-        sums = _cluster_sums(_cluster_codes(scores, cluster_field, members), words[members], errors[members])
+        units, resampling = _resampling_units(scores, cluster_field, members, min_speakers)
+        sums = _cluster_sums(units, words[members], errors[members])
         resampled = _resample(rng, sums, resamples)
         wer_draws = resampled[:, 1] / _nonzero(resampled[:, 0])
-        draws.append(wer_draws)
-        low, high = _percentiles(wer_draws, confidence)
-        n_speakers = 0 if speakers is None else len({speakers[k] for k in members} - {None})
+        draws.append(wer_draws if len(sums) >= MIN_UNITS else np.full(resamples, np.nan))
+        low, high = _interval(wer_draws, confidence, len(sums))
+        n_speakers = _speaker_count(scores, cluster_field, members)
         groups.append(GroupScore(name, len(members), n_speakers, int(sums[:, 0].sum()),
                                  int(sums[:, 1].sum()), _ratio(sums[:, 1].sum(), sums[:, 0].sum()),
-                                 low, high, n_speakers < min_speakers))
+                                 low, high, n_speakers < min_speakers, resampling))
     ranked = [k for k in range(len(groups)) if not math.isnan(groups[k].wer)] or [0]
     worst = max(ranked, key=lambda k: groups[k].wer)
     best = min(ranked, key=lambda k: groups[k].wer)
     gap_low, gap_high = _percentiles(draws[worst] - draws[best], confidence)
-    warnings = tuple(f"{field_name}={g.name}: only {g.speakers} speaker(s) (< {min_speakers}); its WER "
-                     "and interval say little about other speakers" for g in groups if g.few_speakers)
+    warnings = tuple(f"{field_name}={g.name}: only {_speakers(g.speakers)} (< {min_speakers}); its WER "
+                     "says little about other speakers, and its interval resamples utterances"
+                     for g in groups if g.few_speakers)
     return GroupBreakdown(field_name, tuple(groups), groups[worst].name, groups[best].name,
                           groups[worst].wer - groups[best].wer, gap_low, gap_high, confidence,
                           resamples, seed, warnings)
 
 
 def paired_bootstrap(a: Scores, b: Scores, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
-                     confidence: float = CONFIDENCE, cluster_field: str | None = "speaker") -> PairedTest:
+                     confidence: float = CONFIDENCE, cluster_field: str | None = "speaker",
+                     min_speakers: int = MIN_SPEAKERS) -> PairedTest:
     """Is system B's WER different from system A's on the same utterances? Both are scored on the
-    same resampled speakers each time; p is two-sided, for "no difference"."""
+    same resampled speakers each time (utterances, with fewer than min_speakers); p is two-sided,
+    for "no difference"."""
     if a.normalizer != b.normalizer:
         raise ScoringError(f"systems were normalised differently: {a.normalizer} vs {b.normalizer}")
     position = {k: n for n, k in enumerate(b.ids)}
@@ -332,17 +530,43 @@ def paired_bootstrap(a: Scores, b: Scores, *, resamples: int = BOOTSTRAP_RESAMPL
     if changed:
         raise ScoringError(f"references differ between the systems for {len(changed)} utterance(s), "
                            f"e.g. {changed[0]}")
-    clusters = _cluster_codes(a, cluster_field, np.arange(len(a)))
-    sums = _cluster_sums(clusters, a.ref_words, a.errors, b.errors[order])
+    units, resampling = _resampling_units(a, cluster_field, np.arange(len(a)), min_speakers)
+    sums = _cluster_sums(units, a.ref_words, a.errors, b.errors[order])
     draws = _resample(np.random.default_rng(seed), sums, resamples)
     deltas = (draws[:, 2] - draws[:, 1]) / _nonzero(draws[:, 0])
-    low, high = _percentiles(deltas, confidence)
+    low, high = _interval(deltas, confidence, len(sums))
     n = sums[:, 0].sum()
     wer_a, wer_b = _ratio(sums[:, 1].sum(), n), _ratio(sums[:, 2].sum(), n)
-    # Two-sided percentile p-value, (k + 1) / (R + 1) so that it is never exactly 0.
+    # Two-sided percentile p-value, (k + 1) / (R + 1) so that it is never exactly 0; none where
+    # there is nothing to resample (one unit: every resample is the data itself).
     tail = min((deltas <= 0).sum(), (deltas >= 0).sum())
-    p_value = min(1.0, 2.0 * (tail + 1) / (resamples + 1))
-    return PairedTest(wer_a, wer_b, wer_b - wer_a, low, high, p_value, confidence, resamples, seed, len(sums))
+    p_value = float(min(1.0, 2.0 * (tail + 1) / (resamples + 1))) if not math.isnan(low) else math.nan
+    return PairedTest(wer_a, wer_b, wer_b - wer_a, low, high, p_value, confidence, resamples, seed, len(sums),
+                      resampling)
+
+
+def _speakers(n: int) -> str:
+    return f"{n} speaker" if n == 1 else f"{n} speakers"
+
+
+def _speaker_count(scores: Scores, cluster_field: str | None, members: np.ndarray) -> int:
+    """Distinct known speakers among `members`."""
+    speakers = scores.fields.get(cluster_field) if cluster_field else None
+    return 0 if speakers is None else len({speakers[k] for k in members} - {None})
+
+
+def _resampling_units(scores: Scores, cluster_field: str | None, members: np.ndarray,
+                      min_speakers: int) -> tuple[np.ndarray, str]:
+    """(unit index per member, SPEAKER or UTTERANCE): speakers when `members` have at least
+    min_speakers of them (with one speaker every resample would be that speaker), else utterances."""
+    if cluster_field is None or _speaker_count(scores, cluster_field, members) < min_speakers:
+        return np.arange(len(members)), UTTERANCE
+    return _cluster_codes(scores, cluster_field, members), SPEAKER
+
+
+def _interval(draws: np.ndarray, confidence: float, units: int) -> tuple[float, float]:
+    """Percentile interval of `draws`, or (nan, nan) from fewer than MIN_UNITS units."""
+    return _percentiles(draws, confidence) if units >= MIN_UNITS else (math.nan, math.nan)
 
 
 def _cluster_codes(scores: Scores, cluster_field: str | None, members: np.ndarray) -> np.ndarray:

@@ -9,6 +9,13 @@ no leading or trailing space; scoring splits on whitespace.
   as digits ("twenty five" -> "25", "two dollars" -> "$2"), "colour" -> "color", fillers
   ("uh", "um", "hmm") removed, contractions expanded ("can't" -> "can not"), symbols and accents
   dropped.
+- whisper_en_digits: whisper_en, then every digit spelled as its own word ("555-0123", "5 5 5 0 1 2 3"
+  and "five five five oh one two three" all become "five five five zero one two three"; "25" and
+  "twenty five" both "two five"; "2.5" "two point five"). For digit-only and alphanumeric test sets
+  (spoken digits, phone numbers), where whisper_en regroups digit words into numbers ("one two
+  three" -> "123": one word), so that WER and CER count digits, not formatting. Digit strings with
+  a leading zero are split before whisper_en, which would drop the zero ("0123" -> "123"). Like
+  whisper_en it reads "oh"/"o" as zero, and it cannot tell "eleven" from "one one" (both "11").
 - whisper_basic: transformers' `BasicTextNormalizer`: lower case, bracketed words removed,
   punctuation and symbols become spaces, accents kept.
 - librispeech: LibriSpeech transcript style: upper case, no punctuation except apostrophes inside
@@ -75,6 +82,11 @@ _NOT_WORD = re.compile(r"[^\w\s']|_")
 _LONE_APOSTROPHE = re.compile(r"(?<!\w)'|'(?!\w)")
 _ASCII_NOT_WORD_TO_SPACE = bytes(  # _NOT_WORD for ASCII text, as a table
     c if c < 128 and (chr(c).isalnum() or chr(c) in "'" or chr(c).isspace()) else 32 for c in range(256))
+# Digits: a digit string with a leading zero that is not part of a decimal or 1,000-style number.
+_LEADING_ZERO_RUN = re.compile(r"(?<![\d.,])0\d+(?!\d|[.,]\d)")
+_NUMBER_PIECE = re.compile(r"\d|\.|[^\d.]+")
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
 _TYPOGRAPHIC_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 
 
@@ -107,6 +119,21 @@ def load_spellings() -> dict[str, str]:
 def normalize_whisper_en(text: str) -> str:
     """Whisper's English normaliser; output words joined by single spaces."""
     return _whisper_english()(text)
+
+
+def normalize_whisper_en_digits(text: str) -> str:
+    """whisper_en with each digit spelled as a word (see the module docstring)."""
+    if "0" in text:
+        text = _LEADING_ZERO_RUN.sub(lambda m: " ".join(m.group()), text)
+    return " ".join(_spell_digits(word) for word in normalize_whisper_en(text).split())
+
+
+def _spell_digits(word: str) -> str:
+    """"25" -> "two five", "2.5" -> "two point five", "$20" -> "$ two zero", "21st" -> "two one st"."""
+    if not _DIGIT.search(word):
+        return word
+    pieces = _NUMBER_PIECE.findall(word)
+    return " ".join(DIGIT_WORDS[int(p)] if p.isdigit() else "point" if p == "." else p for p in pieces)
 
 
 def normalize_whisper_basic(text: str) -> str:
@@ -147,6 +174,9 @@ NORMALIZERS: dict[str, Normalizer] = {
                    "with Whisper's British->American spellings): lower case, numbers as digits, "
                    "fillers removed, contractions expanded, symbols and accents dropped",
                    normalize_whisper_en),
+        Normalizer("whisper_en_digits", 1, "whisper_en, then every digit spelled as its own word "
+                   "(\"555-0123\" and \"five five five oh one two three\" -> \"five five five zero one two "
+                   "three\"): for spoken digits and alphanumeric test sets", normalize_whisper_en_digits),
         Normalizer("whisper_basic", 1, "Whisper basic normaliser (transformers BasicTextNormalizer): "
                    "lower case, bracketed words removed, symbols and punctuation removed",
                    normalize_whisper_basic),

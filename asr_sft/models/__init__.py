@@ -11,8 +11,22 @@ A family is a module with the same small interface; nothing outside it knows its
     loss(model, batch) -> (loss, counts)                        counts: {name: int} to accumulate
     decode_batch(model, processor, waves, decode_options) -> list[str]
     trainable_parameters(model) -> list[Parameter]              what the optimizer updates
+    check_rows(processor, rows) -> (kept, [(row, reason), ...])
+        the manifest rows the model can train on, and the others with why (Whisper: over 30 s or
+        over 448 tokens; CTC: no characters, or the word delimiter "|" in the text); the loop
+        drops them from train and dev before training and reports them (log + dropped.jsonl)
+    freeze_schedule(model, options) -> [(steps, [Parameter, ...]), ...]
+        parameters the loop holds fixed for the first `steps` optimizer steps (whisper_ctc's
+        freeze_encoder_steps); [] for none
+    oov_rate(processor, texts) -> float                  optional (asr_sft.training.guard)
+        the share of the text's characters the vocabulary lacks (CTC: each trains as <unk>;
+        Whisper's BPE: 0.0); training refuses to start above data.max_oov_rate
 
-Families: `ctc` (wav2vec2, HuBERT, WavLM, data2vec-audio + CTC) and `whisper` (seq2seq).
+`load` and `load_for_inference` return a peft model when LoRA is on (asr_sft.models.lora); a LoRA
+checkpoint (an adapter folder) loads through `load_for_inference` onto its base.
+
+Families: `ctc` (wav2vec2, HuBERT, WavLM, data2vec-audio + CTC), `whisper` (seq2seq) and
+`whisper_ctc` (the Whisper encoder with a character CTC head).
 """
 
 from __future__ import annotations
@@ -26,8 +40,10 @@ from asr_sft.errors import ModelError
 from asr_sft.models.resolve import resolve_model
 
 # model.type -> module; the order is the order `family_of_config` asks them in (most specific first).
-FAMILY_MODULES = {"whisper": "asr_sft.models.whisper", "ctc": "asr_sft.models.ctc"}
-CTC, WHISPER = "ctc", "whisper"
+# whisper_ctc first: its config is a WhisperConfig and its architecture ends in ForCTC.
+FAMILY_MODULES = {"whisper_ctc": "asr_sft.models.whisper_ctc", "whisper": "asr_sft.models.whisper",
+                  "ctc": "asr_sft.models.ctc"}
+CTC, WHISPER, WHISPER_CTC = "ctc", "whisper", "whisper_ctc"
 FAMILIES = tuple(FAMILY_MODULES)
 
 
@@ -45,7 +61,7 @@ def config_family(config: PreTrainedConfig) -> str:
             return name
     raise ModelError(
         f"model type {config.model_type!r} (architectures {config.architectures}) is neither a CTC "
-        "model (*ForCTC) nor Whisper"
+        "model (*ForCTC) nor Whisper (seq2seq or WhisperEncoderForCTC)"
     )
 
 

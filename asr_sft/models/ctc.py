@@ -34,6 +34,7 @@ from asr_sft.data.audio import SAMPLE_RATE
 from asr_sft.errors import ManifestError, ModelError, OptionError
 from asr_sft.data.features import normalize_waveforms, pad_batch, sample_mask
 from asr_sft.atomic import staged_dir
+from asr_sft.models import lora
 from asr_sft.models.options import DecodeOptions
 from asr_sft.models.resolve import resolve_model
 
@@ -72,8 +73,8 @@ SIZES = {
 
 
 @dataclass(frozen=True)
-class CTCModelOptions:
-    """The [model] section of a training config for `type = "ctc"`."""
+class CTCModelOptions(lora.LoraOptions):
+    """The [model] section of a training config for `type = "ctc"` (LoRA fields: lora.py)."""
 
     type: str = "ctc"  # the model family (asr_sft.models registry)
     name_or_path: str = ""  # hub id, local folder, checkpoint pointer or builtin:<name>
@@ -108,6 +109,7 @@ class CTCModelOptions:
                 raise OptionError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.ctc_loss_reduction not in ("mean", "sum"):
             raise OptionError(f"model.ctc_loss_reduction must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}")
+        super().__post_init__()
 
     def config_overrides(self) -> dict:
         """The options that live in the model config (what from_pretrained accepts as kwargs)."""
@@ -141,6 +143,16 @@ def build_vocab(texts: Iterable[str]) -> dict[str, int]:
         raise ManifestError(f"no characters to build a vocabulary from ({count} transcripts, all empty)")
     return {**{t: i for i, t in enumerate(SPECIAL_TOKENS)},
             **{c: i for i, c in enumerate(sorted(chars), start=len(SPECIAL_TOKENS))}}
+
+
+def text_problem(text: str) -> str | None:
+    """Why a transcript cannot be a CTC target (None if it can): it holds the word delimiter, or
+    no characters at all."""
+    if WORD_DELIMITER in text:
+        return f"the transcript contains {WORD_DELIMITER!r}, the CTC word delimiter"
+    if not "".join(text.split()):
+        return "the transcript has no characters"
+    return None
 
 
 def make_tokenizer(vocab: dict[str, int]) -> Wav2Vec2CTCTokenizer:
@@ -319,12 +331,16 @@ def decode_batch(model: torch.nn.Module, processor: Wav2Vec2Processor,
     finally:
         model.train(was_training)
     frames = output_frames(model.config, mask.sum(dim=1)).clamp(max=logits.shape[1])
-    tokenizer = processor.tokenizer
+    return greedy_texts(processor.tokenizer, logits.argmax(dim=-1).cpu(), frames.cpu())
+
+
+def greedy_texts(tokenizer: Wav2Vec2CTCTokenizer, ids: torch.Tensor, lengths: torch.Tensor | None) -> list[str]:
+    """greedy_decode of (B, frames) argmax ids with `tokenizer`'s vocabulary: its pad token is the
+    blank, its other special tokens (but "|") are dropped."""
     id_to_token = {i: t for t, i in tokenizer.get_vocab().items()}
     specials = [tokenizer.convert_tokens_to_ids(t) for t in tokenizer.all_special_tokens
                 if t != WORD_DELIMITER]
-    ids = logits.argmax(dim=-1).cpu()
-    return greedy_decode(ids, frames.cpu(), id_to_token, tokenizer.pad_token_id, specials)
+    return greedy_decode(ids, lengths, id_to_token, tokenizer.pad_token_id, specials)
 
 
 def output_frames(config, sample_lengths: torch.Tensor) -> torch.Tensor:
@@ -354,16 +370,36 @@ def handles(config) -> bool:
 
 
 def load(options: CTCModelOptions, texts: Iterable[str], num_processes: int = 1):
-    """(model, processor) to train: a new vocabulary from `texts` when options.new_vocab."""
-    vocab = build_vocab(texts) if options.new_vocab else None
+    """(model, processor) to train: a new vocabulary from `texts` when options.new_vocab; LoRA
+    updates (with lm_head trained whole) when options.lora_rank."""
+    lora.refuse_adapter(options.name_or_path)
+    vocab = build_vocab(t for t in texts if text_problem(t) is None) if options.new_vocab else None
     if num_processes > 1 and options.layerdrop > 0:
         log.warning("model.layerdrop=%s ignored under DDP (skipped layers break gradient sync)", options.layerdrop)
         options = replace(options, layerdrop=0.0)
-    return load_ctc_model(options.name_or_path, vocab=vocab, options=options)
+    model, processor = load_ctc_model(options.name_or_path, vocab=vocab, options=options)
+    return lora.add_lora(model, options, options.name_or_path, train_whole=("lm_head",)), processor
 
 
 def load_for_inference(name_or_path: str | Path, options: DecodeOptions):
-    return load_ctc_model(name_or_path)
+    """(model, processor) of a checkpoint, or of a LoRA checkpoint: its base with the adapter on it."""
+    folder = resolve_model(name_or_path)
+    if not lora.is_adapter_dir(folder):
+        return load_ctc_model(folder)
+    processor = Wav2Vec2Processor.from_pretrained(folder)
+    model, _ = load_ctc_model(lora.adapter_base(folder), vocab=processor.tokenizer.get_vocab())
+    return lora.load_adapter(model, folder), processor
+
+
+def check_rows(processor: Wav2Vec2Processor, rows: Sequence[dict]) -> tuple[list[dict], list[tuple[dict, str]]]:
+    """Rows CTC can train on, and the others with the reason (text_problem)."""
+    kept, dropped = [], []
+    for row in rows:
+        if (problem := text_problem(row["text"])) is not None:
+            dropped.append((row, problem))
+        else:
+            kept.append(row)
+    return kept, dropped
 
 
 def collate(processor: Wav2Vec2Processor, rows: Sequence[dict], waves: Sequence[torch.Tensor]) -> dict:
@@ -390,3 +426,39 @@ def loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, i
 
 def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def freeze_schedule(model: torch.nn.Module, options: CTCModelOptions) -> list[tuple[int, list[torch.nn.Parameter]]]:
+    """Nothing is frozen for a number of steps (freeze_feature_encoder freezes the convolutions for good)."""
+    return []
+
+
+# --- vocabulary coverage (the oov_rate hook; asr_sft.training.guard) ------------------------------
+def _oov_counts(processor: Wav2Vec2Processor, texts: Iterable[str]) -> tuple[dict[str, int], int]:
+    """({character: count} of characters of `texts` the vocabulary lacks, characters counted),
+    spaces aside, after the tokenizer's own case rule (do_lower_case upper-cases the input)."""
+    tokenizer = processor.tokenizer
+    vocab = tokenizer.get_vocab()
+    upper = getattr(tokenizer, "do_lower_case", False)
+    missing: dict[str, int] = {}
+    total = 0
+    for text in texts:
+        chars = "".join((text.upper() if upper else text).split())
+        total += len(chars)
+        for c in chars:
+            if c == WORD_DELIMITER or c not in vocab:  # a literal "|" would train as a word boundary
+                missing[c] = missing.get(c, 0) + 1
+    return missing, total
+
+
+def oov_rate(processor: Wav2Vec2Processor, texts: Iterable[str]) -> float:
+    """The share of the characters of `texts` (spaces aside) that would train as <unk> (or, for
+    "|", as a word boundary): 0.84 for lower-case text under an upper-case vocabulary."""
+    missing, total = _oov_counts(processor, texts)
+    return sum(missing.values()) / total if total else 0.0
+
+
+def oov_characters(processor: Wav2Vec2Processor, texts: Iterable[str], n: int = 8) -> list[str]:
+    """The `n` most common characters of `texts` outside the vocabulary, most common first."""
+    missing, _ = _oov_counts(processor, texts)
+    return sorted(missing, key=lambda c: -missing[c])[:n]

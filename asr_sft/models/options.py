@@ -1,4 +1,5 @@
-"""Decoding options shared by every model family (each family's `decode_batch` takes them)."""
+"""Decoding options shared by every model family (each family's `decode_batch` takes them), and
+`Transcript`, what a family's `transcribe_batch` says about each utterance it decoded."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from asr_sft.errors import OptionError
 
 DTYPES = ("float32", "bfloat16", "float16")
 MAX_NEW_TOKENS = 224  # Whisper: tokens generated at most (openai/whisper's sample_len, half the context)
+# Whisper's guard against runaway decoding (openai/whisper transcribe.py defaults)
+FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)  # sampling temperatures tried after greedy, in order
+COMPRESSION_RATIO_THRESHOLD = 2.4  # gzip ratio of the text above which it repeats itself
+LOGPROB_THRESHOLD = -1.0  # average log-probability per token below which the text is a guess
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,14 @@ class DecodeOptions:
     task: str = "transcribe"  # Whisper: "transcribe" or "translate"
     warmup: bool = False  # decode the first batch once, untimed, before the timed pass
     progress: bool = True  # a tqdm bar on stderr
+    # Whisper: decode an utterance again, by sampling at each of fallback_temperatures in turn, when
+    # its text at temperature 0 repeats itself (compression ratio above the threshold) or its
+    # average token log-probability is below the threshold (openai/whisper's temperature fallback).
+    fallback: bool = True
+    fallback_temperatures: tuple[float, ...] = FALLBACK_TEMPERATURES
+    compression_ratio_threshold: float | None = COMPRESSION_RATIO_THRESHOLD  # None: no such check
+    logprob_threshold: float | None = LOGPROB_THRESHOLD  # None: no such check
+    fallback_seed: int = 0  # of the sampling; with each utterance's features, so batching does not matter
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -36,3 +49,23 @@ class DecodeOptions:
             raise OptionError(f"num_beams must be >= 1, got {self.num_beams}")
         if self.max_new_tokens < 1:
             raise OptionError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        object.__setattr__(self, "fallback_temperatures", tuple(self.fallback_temperatures))
+        if any(not 0 < t <= 2 for t in self.fallback_temperatures):
+            raise OptionError(f"fallback_temperatures must be in (0, 2], got {self.fallback_temperatures}")
+        if self.compression_ratio_threshold is not None and not self.compression_ratio_threshold > 0:
+            raise OptionError(f"compression_ratio_threshold must be > 0, got {self.compression_ratio_threshold}")
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """One utterance's decoded text and how decoding got there (families that do not track a
+    field leave its default)."""
+
+    text: str
+    tokens: int | None = None  # text tokens generated (None: not counted)
+    hit_max_tokens: bool = False  # stopped at max_new_tokens without an end token
+    temperature: float = 0.0  # of the attempt kept (0: greedy or beam search)
+    attempts: int = 1  # decodes of this utterance: 1, plus one per fallback temperature tried
+    failed: bool = False  # every attempt failed the checks; the kept one is the best of them
+    compression_ratio: float | None = None  # of the kept text (gzip; openai/whisper's definition)
+    avg_logprob: float | None = None  # of the kept attempt, per token (the end token included)

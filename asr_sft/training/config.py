@@ -1,7 +1,7 @@
 """Training configuration: every default in one typed place.
 
 A config is four frozen sections; [model] is the chosen model family's own options dataclass
-(`type = "ctc"` by default, or `"whisper"`), so its defaults live in one place, beside the family. Recipes keep theirs in TOML (`recipes/<name>/conf/*.toml`) and the
+(`type = "ctc"` by default, `"whisper"` or `"whisper_ctc"`), so its defaults live in one place, beside the family. Recipes keep theirs in TOML (`recipes/<name>/conf/*.toml`) and the
 command line overrides single keys as `section.key=value`; values are type-checked and unknown
 sections or keys are rejected, so a typo never silently trains with a default. The resolved config is
 written beside every checkpoint and report.
@@ -21,6 +21,7 @@ from asr_sft.errors import AsrSftError
 from asr_sft.models import get_family
 from asr_sft.models.ctc import CTCModelOptions
 from asr_sft.models.whisper import WhisperOptions
+from asr_sft.models.whisper_ctc import WhisperCTCOptions
 
 
 class ConfigError(AsrSftError):
@@ -38,6 +39,14 @@ class DataConfig:
     num_buckets: int = 30  # duration buckets (equal utterance counts); 30 pads ~2% on LibriSpeech-like data
     dev_max_utterances: int = 0  # 0 = the whole dev set
     loader_threads: int = 2  # batches read and collated ahead in background threads; 0 = inline
+    # Start-up audio check of the train and dev manifests: "deep" decodes every file once (it must
+    # decode to the end, hold finite samples and last as long as its row says); "exists" only
+    # checks that each file is there and not empty.
+    audio_check: str = "deep"
+    skip_invalid: bool = False  # skip (and report) rows failing the checks instead of refusing to start
+    # Refuse to train when more than this share of the training text's characters is outside the
+    # model's vocabulary (each trains as <unk>); 1 disables the check.
+    max_oov_rate: float = 0.01
 
     def __post_init__(self):
         _check_range("data.min_duration", self.min_duration, low=0.0)
@@ -48,6 +57,8 @@ class DataConfig:
             _check_range(f"data.{name}", getattr(self, name), low=1)
         for name in ("dev_max_utterances", "loader_threads"):
             _check_range(f"data.{name}", getattr(self, name), low=0)
+        _check_choice("data.audio_check", self.audio_check, ("deep", "exists"))
+        _check_range("data.max_oov_rate", self.max_oov_rate, low=0.0, high=1.0)
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,9 @@ class TrainConfig:
     keep_last: int = 2  # checkpoints kept besides the best one
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
     tensorboard: bool = True
+    # Continue the run in output_dir even though its data or settings changed (asr_sft.training.guard
+    # lists what may change without it).
+    resume_changed: bool = False
 
     def __post_init__(self):
         _check_choice("train.precision", self.precision, ("no", "bf16", "fp16"))
@@ -103,8 +117,9 @@ class TrainConfig:
 @dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
-    # The model family's own options (asr_sft.models): [model] type = "ctc" | "whisper" picks them.
-    model: CTCModelOptions | WhisperOptions = field(default_factory=CTCModelOptions)
+    # The model family's own options (asr_sft.models): [model] type = "ctc" | "whisper" |
+    # "whisper_ctc" picks them.
+    model: CTCModelOptions | WhisperOptions | WhisperCTCOptions = field(default_factory=CTCModelOptions)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 

@@ -4,8 +4,10 @@ model family.
 Read top to bottom: `train` sets up data, model and optimizer, resumes from the latest checkpoint if
 there is one, then runs `train_step` until `train.max_steps`, evaluating (decode + WER through the
 same code as `asr-sft decode`/`score`) and saving checkpoints along the way. Everything that differs
-between families (loading, collating, the loss, decoding) is behind the family interface
-(asr_sft.models), chosen by config.model.type; this module never asks which family it trains.
+between families (loading, which rows it can train on, collating, the loss, decoding, parameters
+frozen for a while) is behind the family interface (asr_sft.models), chosen by config.model.type;
+this module never asks which family it trains. Utterances filtered out (duration) or dropped by the
+family (check_rows) are logged and listed in <output_dir>/dropped.jsonl.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from asr_sft.training import checkpoint as ckpt
+from asr_sft.training import guard
 from asr_sft.data.batching import BatchingOptions, DurationBatchSampler, padding_fraction
 from asr_sft.training.config import Config, config_to_dict, save_config
+from asr_sft.atomic import write_text_atomic
 from asr_sft.errors import ManifestError
 from asr_sft.data.features import load_row
 from asr_sft.data.manifest import FilterOptions, filter_rows, read_manifest
@@ -57,17 +60,41 @@ class TrainResult:
     best_checkpoint: Path | None
     best_wer: float
     last_checkpoint: Path | None
+    stopped_by: int | None = None  # the signal (SIGINT/SIGTERM) that stopped the run early, if any
 
 
 # --- data -----------------------------------------------------------------------------------------
-def load_rows(manifest: str, config: Config, what: str) -> list[dict]:
-    rows = read_manifest(manifest)
-    kept, dropped = filter_rows(rows, FilterOptions(config.data.min_duration, config.data.max_duration))
-    for row, reason in dropped:
-        log.warning("%s: filtered %s: %s", what, row["id"], reason)
+DROPPED_FILE = "dropped.jsonl"  # in the output folder: one {"split", "id", "reason"} per dropped row
+
+
+def load_rows(manifest: str, config: Config, what: str, dropped: list[dict]) -> list[dict]:
+    """The manifest's rows within data.min/max_duration; the others are logged and added to `dropped`."""
+    # Deep: every audio file decoded once now (finite, as long as the manifest says), not mid-run.
+    rows = read_manifest(manifest, skip_invalid=config.data.skip_invalid, deep=config.data.audio_check == "deep")
+    kept, out = filter_rows(rows, FilterOptions(config.data.min_duration, config.data.max_duration))
+    report_dropped(what, out, dropped, "filtered")
     if not kept:
         raise ManifestError(f"{manifest}: no {what} utterances left after filtering")
     return kept
+
+
+def check_rows(family, processor, rows: list[dict], what: str, dropped: list[dict]) -> list[dict]:
+    """The rows the model can train on (the family's check_rows); the others are logged and added
+    to `dropped`, so a too-long transcript is reported up front instead of failing mid-run."""
+    kept, out = family.check_rows(processor, rows)
+    report_dropped(what, out, dropped, "dropped")
+    if not kept:
+        reasons = sorted({reason for _, reason in out})[:3]
+        raise ManifestError(f"no {what} utterances the model can train on ({len(out)} dropped: {'; '.join(reasons)})")
+    return kept
+
+
+def report_dropped(what: str, out: list[tuple[dict, str]], dropped: list[dict], verb: str) -> None:
+    for row, reason in out:
+        log.warning("%s: %s %s: %s", what, verb, row["id"], reason)
+        dropped.append({"split": what, "id": row["id"], "reason": reason})
+    if out:
+        log.warning("%s: %s %d utterance(s) (listed in %s)", what, verb, len(out), DROPPED_FILE)
 
 
 def collate(family, processor, rows: list[dict]) -> dict:
@@ -98,9 +125,26 @@ def make_optimizer(model, params, config: Config):
     return optimizer, scheduler
 
 
+def hold_fixed(schedule: list[tuple[int, list]], step: int, ddp: bool) -> list[torch.nn.Parameter]:
+    """The parameters the family's freeze_schedule holds fixed at `step`. Outside DDP they stop
+    needing gradients (backward skips them) and start again when their steps are over; under DDP
+    they keep them (DDP expects every gradient it was built with) and train_step drops them
+    before the update, so the two give the same weights."""
+    held = []
+    for steps, params in schedule:
+        frozen = step < steps
+        for p in params:
+            if not ddp:
+                p.requires_grad_(not frozen)
+            if frozen:
+                held.append(p)
+    return held
+
+
 def train_step(family, model, optimizer, scheduler, micro_batches: list[dict], accelerator, config,
-               state) -> dict:
-    """One optimizer step over grad_accum micro-batches; returns loss and grad norm."""
+               state, held: list[torch.nn.Parameter] = ()) -> dict:
+    """One optimizer step over grad_accum micro-batches; returns loss and grad norm. `held`
+    parameters (hold_fixed) get no update: their gradients are dropped before clipping."""
     model.train()
     total_loss = 0.0
     for i, batch in enumerate(micro_batches):
@@ -115,6 +159,8 @@ def train_step(family, model, optimizer, scheduler, micro_batches: list[dict], a
             state.counts[name] = state.counts.get(name, 0) + n
         accelerator.backward(loss)
         total_loss += loss.detach().float()
+    for p in held:
+        p.grad = None  # AdamW skips a parameter without a gradient: no update, no moment change
     max_norm = config.optim.max_grad_norm or math.inf
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
     grad_norm = float(grad_norm) if grad_norm is not None else 0.0
@@ -204,21 +250,25 @@ def evaluate(model, processor, rows: list[dict], config: Config) -> dict:
 
 # --- the loop -------------------------------------------------------------------------------------
 def resume(accelerator, model, optimizer, scheduler, sampler, output_dir: Path) -> TrainState:
-    """Restore the latest complete checkpoint, if any, into the model, optimizer, scheduler and
-    sampler (whose load_state_dict refuses a changed manifest, budget or replica count); otherwise
-    a fresh state."""
-    latest = ckpt.read_pointer(output_dir, "latest")
-    if latest is None:
+    """Restore the newest checkpoint that loads, if any (an incomplete or corrupt newer one is
+    reported and skipped), into the model, optimizer, scheduler and sampler (whose load_state_dict
+    refuses a changed manifest, budget or replica count); otherwise a fresh state."""
+    def restore(latest: Path) -> dict:
+        saved = ckpt.load_trainer_state(latest)
+        if "sampler" not in saved:
+            raise ManifestError(f"{latest}: written by an older asr_sft without the sampler's state; "
+                                "start a new train.output_dir")
+        ckpt.load_weights(accelerator.unwrap_model(model), latest)
+        sampler.load_state_dict(saved["sampler"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        ckpt.restore_rng(saved["rng"])
+        return saved
+
+    found = ckpt.resume_newest(output_dir, restore)
+    if found is None:
         return TrainState()
-    saved = ckpt.load_trainer_state(latest)
-    if "sampler" not in saved:
-        raise ManifestError(f"{latest}: written by an older asr_sft without the sampler's state; "
-                            "start a new train.output_dir")
-    sampler.load_state_dict(saved["sampler"])
-    accelerator.unwrap_model(model).load_state_dict(load_file(latest / "model.safetensors"))
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    ckpt.restore_rng(saved["rng"])
+    latest, saved = found
     log.info("resumed from %s (step %d)", latest, saved["state"]["step"])
     return TrainState(**saved["state"])
 
@@ -232,27 +282,37 @@ def save(accelerator, model, processor, optimizer, scheduler, stream, state, con
                      "sampler": sampler_state}
     path = ckpt.save_checkpoint(config.train.output_dir, state.step, accelerator.unwrap_model(model),
                                 processor, trainer_state, config_to_dict(config), metrics)
-    if "dev_wer" in metrics and metrics["dev_wer"] <= state.best_wer:
-        ckpt.mark_best(config.train.output_dir, path)
+    ckpt.update_pointers(config.train.output_dir, path)  # `best` from the checkpoints' own metrics
     ckpt.prune_checkpoints(config.train.output_dir, config.train.keep_last)
     return path
 
 
 def train(config: Config, stop_at: int | None = None) -> TrainResult:
     """Train (or resume) until train.max_steps; `stop_at` ends the run early at that step, after its
-    checkpoint, as a time-limited job or a crash would (the schedule still follows max_steps)."""
+    checkpoint, as a time-limited job or a crash would (the schedule still follows max_steps).
+    Start-up checks, the folder's lock and SIGINT/SIGTERM handling: asr_sft.training.guard."""
+    with guard.open_run(config) as run:
+        return _train(config, stop_at, run)
+
+
+def _train(config: Config, stop_at: int | None, run: guard.Run) -> TrainResult:
     out = Path(config.train.output_dir)
     cpu = config.train.device == "cpu" or (config.train.device == "auto" and not torch.cuda.is_available())
     accelerator = Accelerator(mixed_precision=config.train.precision, cpu=cpu)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     set_seed(config.train.seed)
-    train_rows = load_rows(config.data.train_manifest, config, "train")
-    dev_rows = load_rows(config.data.dev_manifest, config, "dev")
-    if config.data.dev_max_utterances:
-        dev_rows = dev_rows[: config.data.dev_max_utterances]
+    dropped: list[dict] = []
+    train_rows = load_rows(config.data.train_manifest, config, "train", dropped)
+    dev_rows = load_rows(config.data.dev_manifest, config, "dev", dropped)
     family = get_family(config.model.type)
     model, processor = family.load(config.model, [r["text"] for r in train_rows], accelerator.num_processes)
+    train_rows = check_rows(family, processor, train_rows, "train", dropped)
+    dev_rows = check_rows(family, processor, dev_rows, "dev", dropped)
+    guard.check_vocabulary(family, processor, train_rows, dev_rows, config)
+    if config.data.dev_max_utterances:
+        dev_rows = dev_rows[: config.data.dev_max_utterances]
+    schedule = family.freeze_schedule(model, config.model)
     optimizer, scheduler = make_optimizer(model, family.trainable_parameters(model), config)
     model, optimizer = accelerator.prepare(model, optimizer)
     sampler = DurationBatchSampler(
@@ -268,14 +328,17 @@ def train(config: Config, stop_at: int | None = None) -> TrainResult:
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "train_config.json")
+        write_text_atomic(out / DROPPED_FILE, "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dropped))
     logger = TrainLogger(out, config, accelerator.is_main_process, state)
     bar = tqdm(total=config.train.max_steps, initial=state.step, disable=not accelerator.is_main_process,
                desc="train")
     durations = [r["duration"] for r in train_rows]
     deadline = time.monotonic() + 60 * config.train.max_minutes if config.train.max_minutes else None
+    run.armed = True  # from here a SIGINT/SIGTERM saves a checkpoint and stops
     while state.step < config.train.max_steps and state.step != stop_at:
         micro, indices = stream.take(config.optim.grad_accum)
-        stats = train_step(family, model, optimizer, scheduler, micro, accelerator, config, state)
+        held = hold_fixed(schedule, state.step, accelerator.num_processes > 1)
+        stats = train_step(family, model, optimizer, scheduler, micro, accelerator, config, state, held)
         logger.add(stats, indices)
         bar.update(1)
         if state.step % config.train.log_every == 0:
@@ -283,17 +346,19 @@ def train(config: Config, stop_at: int | None = None) -> TrainResult:
         timed_out = out_of_time(deadline, accelerator)
         if timed_out:
             log.warning("train.max_minutes=%s reached: stopping at step %d", config.train.max_minutes, state.step)
-        evaluating = state.step % config.train.eval_every == 0 or state.step == config.train.max_steps or timed_out
+        stopping = run.should_stop(accelerator)  # SIGINT/SIGTERM: save this step (no evaluation), return
+        evaluating = (state.step % config.train.eval_every == 0 or state.step == config.train.max_steps
+                      or timed_out) and not stopping
         metrics = {}
         if evaluating and accelerator.is_main_process:
             metrics = evaluate(accelerator.unwrap_model(model), processor, dev_rows, config)
             logger.log_eval(state.step, metrics)
             state.best_wer = min(state.best_wer, metrics["dev_wer"])
         # Every evaluation is saved, so the best checkpoint always exists on disk.
-        if evaluating or state.step % config.train.save_every == 0 or state.step == stop_at:
+        if evaluating or state.step % config.train.save_every == 0 or state.step == stop_at or stopping:
             save(accelerator, model, processor, optimizer, scheduler, stream, state, config, metrics)
             accelerator.wait_for_everyone()
-        if timed_out:
+        if timed_out or stopping:
             break
     bar.close()
     stream.close()
@@ -302,7 +367,7 @@ def train(config: Config, stop_at: int | None = None) -> TrainResult:
     accelerator.wait_for_everyone()
     best = ckpt.read_pointer(out, "best")  # every process reads the main one's record
     best_wer = ckpt.read_metrics(best).get("dev_wer", math.inf) if best else math.inf
-    return TrainResult(out, state.step, best, best_wer, ckpt.read_pointer(out, "latest"))
+    return TrainResult(out, state.step, best, best_wer, ckpt.read_pointer(out, "latest"), run.stop_signal)
 
 
 def out_of_time(deadline: float | None, accelerator) -> bool:
