@@ -12,7 +12,7 @@ APT_PACKAGES := espeak-ng sctk sox flac python3-venv
 EXTRAS := dev,whisper
 STAMP := $(dir $(PYTHON)).asr_sft-setup-stamp
 
-.PHONY: help setup lock demo demo-ctc test bench bench-decode clean librispeech-finetune
+.PHONY: help setup lock demo demo-ctc test bench bench-decode bench-gpu clean librispeech-finetune
 
 help:
 	@echo "make setup   system packages (as root), then .venv/ with the locked Python packages"
@@ -20,6 +20,7 @@ help:
 	@echo "make demo-ctc   the same adaptation with the built-in wav2vec2 CTC model"
 	@echo "make test    the test suite (offline, CPU)"
 	@echo "make bench   the CPU benchmarks under bench/ (prints figures)"
+	@echo "make bench-gpu PYTHON=python3   on a CUDA machine: bench/gpu.py (< 8 min on one H200; needs no setup)"
 	@echo "make lock    re-resolve the dependencies in a clean venv, test, and rewrite constraints.txt"
 	@echo "make librispeech-finetune   wav2vec2-base CTC on LibriSpeech 100 h, scored on test-clean/other"
 	@echo "              (needs internet: 7.3 GB download; and a GPU: an estimated 6-13 h on one H100)"
@@ -76,6 +77,11 @@ bench: setup
 
 bench-decode: setup
 	$(PYTHON) bench/bench_decode.py
+
+# The GPU benchmark (training, decoding, features) in one command; it needs only torch, transformers,
+# accelerate and numpy, so it runs on a bare GPU image without `make setup`. CPU check: add --smoke.
+bench-gpu:
+	PYTHONPATH=. $(PYTHON) bench/gpu.py --out bench/results/gpu
 
 # Downloads LibriSpeech and fine-tunes facebook/wav2vec2-base (recipes/librispeech/run.sh); it
 # resumes where it stopped. Pass recipe options with ARGS, e.g. ARGS='--override train.max_steps=20'.
