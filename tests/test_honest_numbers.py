@@ -387,3 +387,24 @@ def test_results_round_trip_and_recipes_read_them(tmp_path):
     (tmp_path / "old.json").write_text(json.dumps({"wer": 0.1}))
     with pytest.raises(SystemExit, match="no \"format\""):
         ls_report.read_wer(tmp_path / "old.json")
+
+
+# ------------------------------------------------------------------ 8. short clips: variable-length windows
+
+def test_decode_can_use_variable_length_windows(tiny_whisper_dir):
+    """A 0.5 s clip need not be padded to 30 s: decode and bench can ask for the encoder's
+    variable-length windows (a DecodeOptions flag; default: as the checkpoint was trained)."""
+    from asr_sft.cli import build_parser
+    from asr_sft.cli.common import decode_options
+
+    short, _ = load_model(tiny_whisper_dir, DecodeOptions(variable_length=True, **CPU))
+    default, _ = load_model(tiny_whisper_dir, DecodeOptions(**CPU))
+    waves = [torch.zeros(8000)]
+    assert wh.input_features(short, waves).shape[-1] == 50 and wh.input_features(default, waves).shape[-1] == 3000
+    model, processor = short, load_model(tiny_whisper_dir, DecodeOptions(variable_length=True, **CPU))[1]
+    assert len(transcribe_batch(model, processor, waves, DecodeOptions(max_new_tokens=2, fallback=False))) == 1
+    for flag, expected in (("--variable-length", True), ("--no-variable-length", False), (None, None)):
+        argv = ["decode", "--model", "m", "--manifest", "x.jsonl", "--out", "o"] + ([flag] if flag else [])
+        args = build_parser().parse_args(argv)
+        assert decode_options(args, warmup=False).variable_length is expected
+        assert decode_options(args, warmup=False).fallback is True

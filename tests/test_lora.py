@@ -4,6 +4,7 @@ the base and load back onto it exactly, merging gives an ordinary checkpoint wit
 import pytest
 import torch
 
+from asr_sft.cli import main
 from asr_sft.errors import ModelError
 from asr_sft.evaluation.decode import DecodeOptions, load_model
 from asr_sft.models import get_family, lora, model_family, whisper as wh
@@ -63,7 +64,8 @@ def test_adapter_round_trip_and_merge(family, extra, tiny_ctc_dir, short_whisper
     options = DecodeOptions(device="cpu", progress=False)
     loaded, loaded_processor = load_model(folder, options)
     assert torch.equal(_outputs(loaded, loaded_processor, family), expected)
-    merged_dir = lora.merge_adapter(folder, tmp_path / "merged")
+    merged_dir = tmp_path / "merged"
+    assert main(["merge-adapter", "--adapter", str(folder), "--out", str(merged_dir)]) == 0
     assert (merged_dir / "model.safetensors").is_file() and not (merged_dir / lora.ADAPTER_CONFIG).exists()
     merged, merged_processor = load_model(merged_dir, options)
     assert not lora.is_lora(merged)
@@ -100,6 +102,8 @@ def test_lora_errors_are_clear(short_whisper_dir, tmp_path):
         get_family("whisper").load(_options("whisper", tmp_path / "adapter"), TEXTS)
     with pytest.raises(ModelError, match="not a LoRA adapter"):
         lora.merge_adapter(short_whisper_dir, tmp_path / "merged")
+    assert main(["merge-adapter", "--adapter", str(short_whisper_dir), "--out", str(tmp_path / "merged")]) == 2
+    assert not (tmp_path / "merged").exists()
     for bad in ("model.lora_rank=-1", "model.lora_dropout=1.0", "model.lora_alpha=0"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             load_config(None, ["model.type=whisper", bad])

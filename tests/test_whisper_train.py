@@ -26,7 +26,7 @@ from asr_sft.data.manifest import make_row, write_manifest
 from asr_sft.errors import ModelError
 from asr_sft.evaluation.decode import DecodeOptions, decode_manifest, load_model
 from asr_sft.evaluation.scoring import score_texts
-from asr_sft.models import ctc, model_family, whisper as wh, whisper_ctc as wc
+from asr_sft.models import ctc, get_family, model_family, whisper as wh, whisper_ctc as wc
 from asr_sft.training.checkpoint import read_metrics, read_pointer
 from asr_sft.training.config import load_config
 from asr_sft.training.loop import DROPPED_FILE, train
@@ -118,7 +118,7 @@ def test_labels_english_only_have_no_language_token(english_only_dir):
     # It trains and decodes like the multilingual one.
     features = wh.input_features(model, [0.1 * torch.randn(8000)])
     assert torch.isfinite(model(input_features=features, labels=wh.make_labels(processor, ["hi"])).loss)
-    assert isinstance(wh.decode_batch(model, processor, [0.1 * torch.randn(8000)])[0], str)
+    assert isinstance(wh.decode_batch(model, processor, [0.1 * torch.randn(8000)], DecodeOptions(fallback=False))[0], str)
 
 
 # --- rows dropped before training -----------------------------------------------------------------
@@ -182,11 +182,34 @@ def test_variable_length_is_saved_with_the_model(corpus, tmp_path):
     loaded, loaded_processor = load_model(tmp_path / "m", DecodeOptions(device="cpu", progress=False))
     assert isinstance(loaded.get_encoder(), wh.VariableLengthEncoder)
     assert wh.input_features(loaded, waves).shape == (2, 80, 100)
-    texts = wh.decode_batch(loaded, loaded_processor, waves)
+    texts = wh.decode_batch(loaded, loaded_processor, waves, DecodeOptions(fallback=False))
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
     # A plain checkpoint stays plain.
     plain, _ = wh.load_whisper_model(corpus / "whisper")
     assert type(plain.get_encoder()) is WhisperEncoder
+
+
+@pytest.mark.parametrize("family", ["whisper", "whisper_ctc"])
+def test_spec_augment_dropout_and_checkpointing_options(corpus, family):
+    options = load_config(None, [f"model.type={family}", f"model.name_or_path={corpus / 'whisper'}",
+                                 "model.apply_spec_augment=true", "model.mask_time_prob=0.5", "model.mask_time_length=5",
+                                 "model.dropout=0.2", "model.gradient_checkpointing=true",
+                                 "model.variable_length=true"]).model
+    model, processor = get_family(family).load(options, list(DIGITS))
+    assert model.config.apply_spec_augment and model.config.dropout == model.config.attention_dropout == 0.2
+    assert model.is_activation_checkpointing
+    batch = get_family(family).collate(processor, [{"text": d} for d in DIGITS[:2]],
+                                       [0.1 * torch.randn(8000), 0.1 * torch.randn(6000)])
+    masker = model.model if family == "whisper" else model
+    model.train()
+    masked = masker._mask_input_features(batch["input_features"].clone())
+    assert (masked == 0).float().mean() > 0.2 and not (batch["input_features"] == 0).any()
+    model.eval()
+    assert torch.equal(masker._mask_input_features(batch["input_features"].clone()), batch["input_features"])
+    model.train()
+    loss, _ = get_family(family).loss(model, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in get_family(family).trainable_parameters(model))
 
 
 # --- through the loop -----------------------------------------------------------------------------
@@ -319,3 +342,6 @@ def test_held_parameters_under_ddp_rules_give_the_same_weights(corpus, tmp_path,
     a = load_file(read_pointer(tmp_path / "single", "latest") / "adapter_model.safetensors")
     b = load_file(read_pointer(tmp_path / "ddp-rules", "latest") / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # The encoder's updates did train (after the held steps): the comparison covers them.
+    assert any("encoder" in k and "lora_B" in k and a[k].abs().sum() > 0 for k in a)
+    assert [r["step"] for r in _log(tmp_path / "ddp-rules") if "loss" in r] == [1, 2, 3, 4]

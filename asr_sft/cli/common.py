@@ -51,6 +51,9 @@ def add_decode_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-fallback", dest="fallback", action="store_false",
                    help="Whisper: no temperature fallback for utterances whose text repeats itself or is "
                         "improbable (on by default, as in openai/whisper)")
+    p.add_argument("--variable-length", action=argparse.BooleanOptionalAction, default=None,
+                   help="Whisper: encoder windows as long as each batch's longest utterance, not 30 s "
+                        "(default: as the checkpoint was trained)")
 
 
 def decode_options(args, warmup: bool):
@@ -59,4 +62,4 @@ def decode_options(args, warmup: bool):
     return DecodeOptions(batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds,
                          device=args.device, dtype=args.dtype, num_beams=args.num_beams,
                          max_new_tokens=args.max_new_tokens, language=args.language, warmup=warmup,
-                         fallback=args.fallback)
+                         fallback=args.fallback, variable_length=args.variable_length)

@@ -1,4 +1,4 @@
-"""Subcommands that decode and score: decode, score, bench."""
+"""Subcommands that decode and score: decode (also routed between adapters), score, bench, pseudo-label."""
 
 from __future__ import annotations
 
@@ -16,9 +16,20 @@ def _add_decode(sub) -> None:
         **parser_kwargs("asr-sft decode --model exp/run/checkpoints/best --manifest "
                          "data/manifests/test-clean.jsonl --out exp/run/decode/test-clean"),
     )
-    p.add_argument("--model", required=True, help="checkpoint folder or hub id (CTC or Whisper)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="checkpoint folder or hub id (CTC or Whisper)")
+    which.add_argument("--adapters", metavar="GROUP=DIR,...",
+                       help="LoRA adapters by group: each utterance is decoded with the adapter of its "
+                            "--route-by value (asr_sft/evaluation/routing.py); hyps.jsonl says which per row")
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="folder for hyps.jsonl and decode.json")
+    p.add_argument("--route-by", default="accent", help="with --adapters: the row field that picks the adapter "
+                                                        "(default: accent)")
+    p.add_argument("--fallback", dest="fallback_model", default=None, metavar="MODEL",
+                   help="with --adapters: model for groups without an adapter, e.g. a pooled adapter "
+                        "(default: the adapters' base model; not --no-fallback, the temperature fallback)")
+    p.add_argument("--group", "--accent", dest="route_group", default=None, metavar="GROUP",
+                   help="with --adapters: decode every utterance with this group's adapter")
     add_decode_flags(p)
     p.add_argument("--warmup", action="store_true", help="decode the first batch once before timing")
     p.set_defaults(func=_run_decode)
@@ -30,6 +41,12 @@ def _run_decode(args) -> int:
     from asr_sft.evaluation.decode import SUMMARY_NAME, decode_manifest
 
     options = decode_options(args, warmup=args.warmup)
+    if args.adapters is not None:
+        return _run_routed(args, options)
+    if args.fallback_model is not None or args.route_group is not None:
+        from asr_sft.errors import OptionError
+
+        raise OptionError("--fallback and --group/--accent route between --adapters; give --adapters")
     hyps = decode_manifest(args.model, args.manifest, args.out, options)
     s = json.loads((hyps.parent / SUMMARY_NAME).read_text(encoding="utf-8"))
     print(f"wrote {hyps}: {s['utterances']} utterances, {s['audio_seconds']:.1f} s of audio on {s['device']}; "
@@ -38,6 +55,92 @@ def _run_decode(args) -> int:
         print(f"warning: {len(s['errors'])} utterance(s) could not be decoded and have empty hypotheses "
               f"(listed under \"errors\" in {hyps.parent / SUMMARY_NAME}), e.g. {s['errors'][0]['id']}: "
               f"{s['errors'][0]['error']}", file=sys.stderr)
+    return 0
+
+
+def _run_routed(args, options) -> int:
+    """decode --adapters: every row with its group's adapter (asr_sft.evaluation.routing)."""
+    import json
+    from collections import Counter
+
+    from asr_sft.evaluation.decode import SUMMARY_NAME
+    from asr_sft.evaluation.routing import RoutingOptions, decode_routed
+
+    adapters = tuple(name_value(item, "--adapters") for item in args.adapters.split(",") if item.strip())
+    routing = RoutingOptions(adapters=adapters, route_by=args.route_by, fallback=args.fallback_model,
+                             group=args.route_group)
+    hyps = decode_routed(args.manifest, args.out, routing, options)
+    s = json.loads((hyps.parent / SUMMARY_NAME).read_text(encoding="utf-8"))
+    routes = Counter(json.loads(line)["route"] for line in hyps.read_text(encoding="utf-8").splitlines())
+    print(f"wrote {hyps}: {s['utterances']} utterances; " + ", ".join(
+        f"{route} {n} (with {s['routes'][route]['model']})" for route, n in routes.items()))
+    if s["routing"]["groups_without_adapter"]:
+        print(f"{args.route_by} values without an adapter, decoded with "
+              f"{'the fallback' if args.fallback_model else 'the base model'}: "
+              + ", ".join(s["routing"]["groups_without_adapter"]))
+    if s.get("errors"):
+        print(f"warning: {len(s['errors'])} utterance(s) could not be decoded and have empty hypotheses "
+              f"(listed in {hyps.parent / SUMMARY_NAME})", file=sys.stderr)
+    return 0
+
+
+# --- pseudo-label ---------------------------------------------------------------------------------
+def _add_pseudo_label(sub) -> None:
+    p = sub.add_parser(
+        "pseudo-label",
+        help="transcribe unlabelled audio with a teacher model and keep the confident transcripts "
+             "as a training manifest",
+        **parser_kwargs("asr-sft pseudo-label --teacher builtin:whisper-base --manifest "
+                         "data/split/train.jsonl --out exp/pseudo --agreement-model builtin:whisper-tiny.en"),
+    )
+    p.add_argument("--teacher", required=True, help="model folder, hub id or builtin:<name>")
+    p.add_argument("--manifest", type=Path, required=True,
+                   help="the audio; its text is the hidden true transcript, used only to score the filter")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for pseudo.jsonl, candidates.jsonl, pseudo_label.json")
+    p.add_argument("--min-avg-logprob", type=_float_or_none, default=-0.5,
+                   help="drop transcripts below this average token log-probability ('none': no check; "
+                        "default: -0.5)")
+    p.add_argument("--max-compression-ratio", type=_float_or_none, default=2.4,
+                   help="drop transcripts that repeat themselves ('none': no check; default: 2.4)")
+    p.add_argument("--max-words-per-second", type=_float_or_none, default=5.0,
+                   help="drop transcripts with more words than the audio can hold ('none'; default: 5)")
+    p.add_argument("--min-words", type=positive_int, default=1, help="(default: 1)")
+    p.add_argument("--agreement-model", default=None,
+                   help="a second model; drop transcripts it disagrees with (see --min-agreement)")
+    p.add_argument("--min-agreement", type=float, default=0.8,
+                   help="keep when 1 - WER(teacher -> agreement model) is at least this (default: 0.8)")
+    p.add_argument("--normalizer", default="whisper_en", help="for word counts, agreement and WER (default: whisper_en)")
+    p.add_argument("--group-by", default="accent", help="report counts per this row field ('' for none)")
+    p.add_argument("--no-references", dest="references", action="store_false",
+                   help="the manifest's text is a placeholder: report no WER")
+    add_decode_flags(p)
+    p.set_defaults(func=_run_pseudo_label)
+
+
+def _float_or_none(text: str) -> float | None:
+    return None if text.strip().lower() in ("none", "off", "") else float(text)
+
+
+def _run_pseudo_label(args) -> int:
+    import logging
+
+    from asr_sft.evaluation.pseudo_label import PSEUDO_NAME, REPORT_NAME, PseudoLabelOptions, pseudo_label
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    options = PseudoLabelOptions(
+        min_avg_logprob=args.min_avg_logprob, max_compression_ratio=args.max_compression_ratio,
+        max_words_per_second=args.max_words_per_second, min_words=args.min_words,
+        agreement_model=args.agreement_model, min_agreement=args.min_agreement, normalizer=args.normalizer,
+        group_by=args.group_by, references=args.references)
+    r = pseudo_label(args.teacher, args.manifest, args.out, options, decode_options(args, warmup=False))
+    print(f"kept {r.kept} of {r.utterances} utterances ({r.kept_seconds / 60:.1f} min of audio); dropped: "
+          + (", ".join(f"{k} {n}" for k, n in r.dropped_by.items() if n) or "none"))
+    if r.wer_all is not None:
+        kept = "n/a" if r.wer_kept is None else f"{100 * r.wer_kept:.2f}%"
+        dropped = "n/a" if r.wer_dropped is None else f"{100 * r.wer_dropped:.2f}%"
+        print(f"teacher WER against the true transcripts: all {100 * r.wer_all:.2f}%, kept {kept}, dropped {dropped}")
+    print(f"wrote {args.out / PSEUDO_NAME if r.kept else '(no pseudo.jsonl: nothing kept)'}, {args.out / REPORT_NAME}")
     return 0
 
 
@@ -193,4 +296,4 @@ def _bench_systems(items: list[str]) -> list:
     return [System(n, model=models.get(n), hyp_files=tuple(files.get(n, ()))) for n in names]
 
 
-SUBCOMMANDS = [_add_decode, _add_score, _add_bench]
+SUBCOMMANDS = [_add_decode, _add_score, _add_bench, _add_pseudo_label]

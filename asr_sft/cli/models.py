@@ -1,4 +1,4 @@
-"""Subcommands that make or convert models: init-model, convert, export."""
+"""Subcommands that make or convert models: init-model, convert, export, merge-adapter."""
 
 from __future__ import annotations
 
@@ -106,4 +106,25 @@ def _run_export(args) -> int:
     return 0
 
 
-SUBCOMMANDS = [_add_init_model, _add_convert, _add_export]
+# --- merge-adapter --------------------------------------------------------------------------------
+def _add_merge_adapter(sub) -> None:
+    p = sub.add_parser(
+        "merge-adapter",
+        help="fold a LoRA checkpoint's adapter into its base: an ordinary checkpoint (to export or train on)",
+        **parser_kwargs("asr-sft merge-adapter --adapter exp/run/checkpoints/best --out exp/run/merged"),
+    )
+    p.add_argument("--adapter", required=True, help="LoRA checkpoint folder (or a checkpoints/best pointer)")
+    p.add_argument("--out", type=Path, required=True, help="folder to write (must not exist or be empty)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it already holds files")
+    p.set_defaults(func=_run_merge_adapter)
+
+
+def _run_merge_adapter(args) -> int:
+    from asr_sft.models.lora import merge_adapter
+
+    out = merge_adapter(args.adapter, args.out, overwrite=args.overwrite)
+    print(f"wrote the merged model to {out} (use it with --model {out})")
+    return 0
+
+
+SUBCOMMANDS = [_add_init_model, _add_convert, _add_export, _add_merge_adapter]

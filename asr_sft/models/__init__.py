@@ -10,6 +10,8 @@ A family is a module with the same small interface; nothing outside it knows its
     collate(processor, rows, waves) -> dict of tensors          one micro-batch, labels included
     loss(model, batch) -> (loss, counts)                        counts: {name: int} to accumulate
     decode_batch(model, processor, waves, decode_options) -> list[str]
+    transcribe_batch(...) -> list[Transcript]   optional: decode_batch with per-utterance decode facts
+                                                (models/options.py); Whisper's counts its fallback
     trainable_parameters(model) -> list[Parameter]              what the optimizer updates
     check_rows(processor, rows) -> (kept, [(row, reason), ...])
         the manifest rows the model can train on, and the others with why (Whisper: over 30 s or

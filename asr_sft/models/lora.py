@@ -16,8 +16,10 @@ checkpoint with the updates folded into the weights, for export or for training 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,7 +84,8 @@ def add_lora(model: torch.nn.Module, options: LoraOptions, base: str | Path,
     config = LoraConfig(r=options.lora_rank, lora_alpha=options.lora_alpha, lora_dropout=options.lora_dropout,
                         target_modules=options.target_modules(), modules_to_save=list(train_whole) or None)
     try:
-        wrapped = get_peft_model(model, config)
+        with _quiet_peft():
+            wrapped = get_peft_model(model, config)
     except ValueError as err:  # e.g. no module matches the targets
         raise ModelError(f"model.lora_targets={options.lora_targets!r}: {err}") from err
     wrapped.peft_config["default"].base_model_name_or_path = base_reference(base)
@@ -91,6 +94,14 @@ def add_lora(model: torch.nn.Module, options: LoraOptions, base: str | Path,
     log.info("LoRA rank %d on %s: %.3f M of %.2f M parameters trainable", options.lora_rank,
              options.lora_targets, trainable / 1e6, total / 1e6)
     return wrapped
+
+
+@contextlib.contextmanager
+def _quiet_peft():
+    """peft 0.21 calls transformers 5's deprecated is_gradient_checkpointing: not our warning to show."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def is_lora(model: torch.nn.Module) -> bool:
@@ -136,7 +147,8 @@ def load_adapter(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
     from peft import PeftModel
 
     try:
-        return PeftModel.from_pretrained(model, str(path))
+        with _quiet_peft():
+            return PeftModel.from_pretrained(model, str(path))
     except (OSError, ValueError, RuntimeError) as err:
         raise ModelError(f"{path}: cannot load the LoRA adapter onto its base ({err})") from err
 

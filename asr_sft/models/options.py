@@ -36,7 +36,10 @@ class DecodeOptions:
     fallback_temperatures: tuple[float, ...] = FALLBACK_TEMPERATURES
     compression_ratio_threshold: float | None = COMPRESSION_RATIO_THRESHOLD  # None: no such check
     logprob_threshold: float | None = LOGPROB_THRESHOLD  # None: no such check
-    fallback_seed: int = 0  # of the sampling; with each utterance's features, so batching does not matter
+    fallback_seed: int = 0  # of the sampling; with each utterance's waveform, so batching does not matter
+    # Whisper: feed the encoder the batch's own window (its longest utterance) instead of 30 s of
+    # padding; None: as the checkpoint was trained (asr_sft/models/whisper.py, `variable_length`).
+    variable_length: bool | None = None
 
     def __post_init__(self):
         if self.batch_size < 1:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark ASR systems on test sets: WER/CER with S/D/I, speaker-bootstrap intervals, groups,
+# Benchmark ASR systems on test sets: WER/CER with S/D/I, speaker-bootstrap intervals (utterances
+# where a test set or group has fewer than 5 speakers), hallucination signals, groups,
 # paired tests between every pair of systems, RTFx, and a report (asr-sft bench).
 #   bash recipes/benchmark/run.sh --system base=exp/base/checkpoints/best --system tuned=exp/tuned/best \
 #     --system whisper=exp/whisper/hyps.trn --testset clean=data/manifests/test-clean.jsonl \

@@ -9,29 +9,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
+
+from asr_sft.evaluation.results import BenchmarkResults
 
 MIN_TARGET_GAIN = 0.25  # relative WER reduction expected on the accent adapted to
 MAX_SOURCE_LOSS = 0.10  # relative WER increase tolerated on the accent the base model knew
 
 
-def load(results: Path) -> tuple[dict, dict]:
-    data = json.loads(results.read_text())
-    wer = {(r["testset"], r["system"]): r for r in data["results"]}
-    paired = {(p["testset"], p["system_a"], p["system_b"]): p for p in data["paired"]}
-    return wer, paired
+def load(path: Path) -> BenchmarkResults:
+    return BenchmarkResults.from_dict(json.loads(path.read_text(encoding="utf-8")), where=str(path))
 
 
 def relative(before: float, after: float) -> float:
     return (after - before) / before if before else float("nan")
 
 
-def row(name: str, testset: str, wer: dict, paired: dict) -> tuple[str, float]:
-    base, adapted = wer[(testset, "base")], wer[(testset, "adapted")]
-    b, a = base["summary"]["wer"], adapted["summary"]["wer"]
-    test = paired.get((testset, "base", "adapted")) or paired.get((testset, "adapted", "base"))
-    ci = f"[{adapted['interval']['low']:.1%}, {adapted['interval']['high']:.1%}]"
-    p = f"p={test['p_value']:.3f}" if test else ""
+def row(name: str, testset: str, results: BenchmarkResults) -> tuple[str, float]:
+    base, adapted = results.result(testset, "base"), results.result(testset, "adapted")
+    b, a = base.summary.wer, adapted.summary.wer
+    pair = results.pair(testset, "base", "adapted")
+    low, high = adapted.interval.low, adapted.interval.high
+    ci = "[n/a]" if math.isnan(low) else f"[{low:.1%}, {high:.1%}]"
+    if adapted.interval.resampling == "utterance":
+        ci += " (utterances resampled)"
+    p = "" if pair is None else "p=n/a" if math.isnan(pair.test.p_value) else f"p={pair.test.p_value:.3f}"
     return (f"| {name} ({testset}) | {b:.1%} | {a:.1%} {ci} | {relative(b, a):+.0%} | {p} |",
             relative(b, a))
 
@@ -42,9 +45,9 @@ def main() -> int:
     parser.add_argument("--target", required=True, help="test set of the accent adapted to")
     parser.add_argument("--source", required=True, help="test set of the base model's accent")
     args = parser.parse_args()
-    wer, paired = load(args.results)
-    target_line, target_change = row("target accent", args.target, wer, paired)
-    source_line, source_change = row("source accent", args.source, wer, paired)
+    results = load(args.results)
+    target_line, target_change = row("target accent", args.target, results)
+    source_line, source_change = row("source accent", args.source, results)
     print("\n| held-out speakers | base WER | adapted WER [95% CI] | relative change | paired test |")
     print("|---|---|---|---|---|")
     print(target_line)

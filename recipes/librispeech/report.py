@@ -19,6 +19,9 @@ from pathlib import Path
 from asr_sft.training import checkpoint as ckpt
 from asr_sft.atomic import write_text_atomic
 from asr_sft.data.manifest import read_manifest
+from asr_sft.errors import ScoringError
+from asr_sft.evaluation.results import ScoreResult
+from asr_sft.evaluation.scoring import Summary
 
 # wav2vec 2.0 paper (Baevski et al. 2020), Table 1: BASE fine-tuned on 100 h labelled, no LM.
 PUBLISHED_WER = {"test-clean": 6.1, "test-other": 13.3}
@@ -27,13 +30,12 @@ PUBLISHED_STEPS = 80_000  # fairseq base_100h.yaml max_update
 STAGES = ("download", "prepare", "train", "decode", "report")
 
 
-def read_wer(path: Path) -> dict:
-    """The summary in an `asr-sft score` wer.json (top level, or under "summary")."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    summary = data.get("summary", data)
-    if "wer" not in summary:
-        raise SystemExit(f"{path}: no 'wer' in it; was it written by asr-sft score?")
-    return summary
+def read_wer(path: Path) -> Summary:
+    """The summary of an `asr-sft score` wer.json."""
+    try:
+        return ScoreResult.from_dict(json.loads(path.read_text(encoding="utf-8")), where=str(path)).summary
+    except (OSError, json.JSONDecodeError, ScoringError) as err:
+        raise SystemExit(f"{path}: not a wer.json of asr-sft score ({err})") from None
 
 
 def stage_seconds(exp: Path) -> dict[str, float]:
@@ -96,10 +98,9 @@ def results_section(exp: Path, tests: list[str]) -> list[str]:
     for split in tests:
         s = read_wer(exp / "decode" / split / "wer.json")
         published = PUBLISHED_WER.get(split)
-        lines.append(f"| {split} | {percent(s['wer'])} | {published if published is not None else '-'} | "
-                     f"{percent(s.get('cer'))} | {s.get('utterances')} | {s.get('ref_words')} | "
-                     f"{s.get('substitutions')} | {s.get('deletions')} | {s.get('insertions')} | "
-                     f"{s.get('normalizer')} |")
+        lines.append(f"| {split} | {percent(s.wer)} | {published if published is not None else '-'} | "
+                     f"{percent(s.cer)} | {s.utterances} | {s.ref_words} | {s.substitutions} | "
+                     f"{s.deletions} | {s.insertions} | {s.normalizer} |")
     lines += ["", "Published: wav2vec 2.0 BASE fine-tuned on 100 h of labelled LibriSpeech, no LM "
               "(Baevski et al. 2020, Table 1; fairseq `base_100h.yaml`, 80k updates of 1,600 s on 8 GPUs, "
               "tri-stage lr schedule). Per-utterance alignments: `decode/<split>/errs-*`, "

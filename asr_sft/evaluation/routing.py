@@ -1,0 +1,161 @@
+"""Adapter routing at decode time: each utterance decoded with its group's LoRA adapter.
+
+    decode_routed(manifest, out_dir, RoutingOptions(adapters=(("scottish", dir1), ("029", dir2)),
+                  route_by="accent", fallback=pooled_dir)) -> out_dir/hyps.jsonl + decode.json
+
+Each row goes to the adapter named by its `route_by` value (a row field, or a key of its custom
+dict, as `asr-sft split` groups them; `group` sends every row to one adapter instead). A row whose
+group has no adapter goes to `fallback` (a pooled adapter, or any model folder) or, without one, to
+the adapters' base model, which all adapters must then share. hyps.jsonl is decode.py's, one line per
+manifest row in manifest order, plus "route" (the adapter's group name, "fallback" or "base") and
+"route_model" (what decoded it); decode.json adds the routes: model, utterances and timing of each.
+
+Every route's model is loaded through decode.load_model, as `asr-sft decode --model <adapter>`
+loads it (base + adapter, the adapter's own processor, its variable-length setting), decodes its
+rows, and is freed before the next: a group's hypotheses are exactly what decoding that adapter on
+those rows alone gives. This reloads the base once per route (about a second for Whisper tiny,
+a few for base) instead of stacking adapters onto one peft model; stacking would need every
+adapter to share one processor and one encoder setting, which adapters with their own CTC
+vocabulary or window setting do not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from asr_sft.atomic import write_text_atomic
+from asr_sft.data.manifest import read_manifest
+from asr_sft.data.splits import group_value
+from asr_sft.errors import ManifestError, ModelError, OptionError
+from asr_sft.evaluation import decode
+from asr_sft.models import lora
+from asr_sft.models.options import DecodeOptions, Transcript
+from asr_sft.models.resolve import follow_pointer
+
+log = logging.getLogger(__name__)
+
+FALLBACK, BASE = "fallback", "base"  # route names besides the groups' own
+ROUTING_FORMAT = "asr_sft.routing/v1"  # the "routing" part of decode.json
+
+
+@dataclass(frozen=True)
+class RoutingOptions:
+    adapters: tuple[tuple[str, str], ...]  # (group value, adapter folder or checkpoints/best pointer)
+    route_by: str = "accent"  # row field (or custom key) whose value picks the adapter
+    # Model for rows whose group has no adapter (a pooled adapter, or any model); None: the base.
+    fallback: str | None = None
+    group: str | None = None  # route every row as this group, whatever its route_by value
+
+    def __post_init__(self):
+        object.__setattr__(self, "adapters", tuple((str(g), str(p)) for g, p in self.adapters))
+        groups = [g for g, _ in self.adapters]
+        if not groups:
+            raise OptionError("routing needs at least one adapter (--adapters GROUP=DIR,...)")
+        if len(set(groups)) < len(groups):
+            raise OptionError(f"routing: a group is given two adapters: {groups}")
+        if {FALLBACK, BASE} & set(groups):
+            raise OptionError(f"routing: {FALLBACK!r} and {BASE!r} are route names, not groups")
+        if not self.route_by:
+            raise OptionError("routing: route_by must name a row field")
+        if self.group is not None and self.group not in groups:
+            raise OptionError(f"routing: group {self.group!r} has no adapter (adapters: {', '.join(groups)})")
+
+    def route(self, row: dict) -> str:
+        """The route of one manifest row: its group if that has an adapter, else FALLBACK or BASE."""
+        value = self.group if self.group is not None else group_value(row, self.route_by)
+        if value in dict(self.adapters):
+            return value
+        return FALLBACK if self.fallback is not None else BASE
+
+
+def check_adapters(options: RoutingOptions) -> dict[str, str]:
+    """{route: model} for every route: each adapter folder checked (a LoRA adapter, its base
+    readable), the fallback, and the base the adapters share. Adapters on different bases are an
+    error only when the base itself is needed (no fallback)."""
+    models, bases = {}, {}
+    for group, path in options.adapters:
+        folder = follow_pointer(path) or Path(path)
+        if not folder.is_dir():
+            raise ModelError(f"adapter for {options.route_by}={group}: {path} is not a folder")
+        if not lora.is_adapter_dir(folder):
+            raise ModelError(f"adapter for {options.route_by}={group}: {path} holds no LoRA adapter "
+                             f"({lora.ADAPTER_CONFIG} without {lora.FULL_WEIGHTS})")
+        models[group], bases[group] = str(path), lora.adapter_base(folder)
+    if options.fallback is not None:
+        models[FALLBACK] = options.fallback
+    else:
+        distinct = sorted(set(bases.values()))
+        if len(distinct) > 1:
+            raise ModelError("the adapters have different base models (" + "; ".join(
+                f"{g}: {b}" for g, b in bases.items()) + "); give a fallback model for other groups")
+        models[BASE] = distinct[0]
+    return models
+
+
+def plan_routes(rows: Sequence[dict], options: RoutingOptions) -> list[str]:
+    """The route of each row, in row order."""
+    return [options.route(r) for r in rows]
+
+
+def decode_rows_routed(rows: Sequence[dict], options: RoutingOptions,
+                       decode_options: DecodeOptions = DecodeOptions()):
+    """(transcripts in row order, routes in row order, {route: summary}) for manifest rows, each
+    route's rows decoded by that route's model (loaded, used, freed, one at a time)."""
+    if not rows:
+        raise ManifestError("no utterances to decode")
+    models = check_adapters(options)
+    routes = plan_routes(rows, options)
+    transcripts: list[Transcript | None] = [None] * len(rows)
+    summaries = {}
+    for route in dict.fromkeys(routes):  # in order of first appearance
+        members = [i for i, r in enumerate(routes) if r == route]
+        picked = [rows[i] for i in members]
+        log.info("route %s: %d utterance(s) with %s", route, len(picked), models[route])
+        model, processor = decode.load_model(models[route], decode_options)
+        if (warning := decode.too_long_warning(model, picked)) is not None:
+            log.warning("route %s: %s", route, warning)
+        run = decode.decode_rows_report(model, processor, picked, decode_options)
+        del model
+        for i, transcript in zip(members, run.transcripts, strict=True):
+            transcripts[i] = transcript
+        t = run.timing
+        summaries[route] = {"model": models[route], "utterances": t.utterances, "audio_seconds": t.audio_seconds,
+                            "load_seconds": t.load_seconds, "decode_seconds": t.decode_seconds,
+                            "rtfx": t.rtfx if math.isfinite(t.rtfx) else None, "errors": list(t.errors),
+                            "guard": decode.guard_counts(picked, run).to_dict()}
+    return transcripts, routes, summaries
+
+
+def decode_routed(manifest: str | Path, out_dir: str | Path, options: RoutingOptions,
+                  decode_options: DecodeOptions = DecodeOptions()) -> Path:
+    """Decode every row of `manifest` with its route's model; write out_dir/hyps.jsonl (manifest
+    order, with "route" and "route_model" per row) and out_dir/decode.json. Returns hyps.jsonl."""
+    rows = read_manifest(manifest)
+    if not rows:
+        raise ManifestError(f"{manifest}: no utterances to decode")
+    transcripts, routes, summaries = decode_rows_routed(rows, options, decode_options)
+    models = {route: s["model"] for route, s in summaries.items()}
+    lines = [json.dumps({**row, "route": route, "route_model": models[route]}, ensure_ascii=False) + "\n"
+             for row, route in zip(decode.hyp_rows(rows, [t.text for t in transcripts]), routes, strict=True)]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / decode.HYPS_NAME, "".join(lines))
+    unrouted = sorted({str(group_value(r, options.route_by)) for r, route in zip(rows, routes)
+                       if route in (FALLBACK, BASE)})
+    summary = {
+        "format": ROUTING_FORMAT, "manifest": str(Path(manifest).absolute()), "options": asdict(decode_options),
+        "routing": {"route_by": options.route_by, "group": options.group, "adapters": dict(options.adapters),
+                    "fallback": options.fallback, "groups_without_adapter": unrouted},
+        "utterances": len(rows), "audio_seconds": sum(s["audio_seconds"] for s in summaries.values()),
+        "decode_seconds": sum(s["decode_seconds"] for s in summaries.values()),
+        "errors": [e for s in summaries.values() for e in s["errors"]], "routes": summaries,
+    }
+    write_text_atomic(out_dir / decode.SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+    log.info("decoded %d utterances over %d route(s): %s", len(rows), len(summaries),
+             ", ".join(f"{r} {s['utterances']}" for r, s in summaries.items()))
+    return out_dir / decode.HYPS_NAME
