@@ -64,7 +64,7 @@ demo: setup
 	bash recipes/demo/run.sh
 
 demo-ctc: setup
-	bash recipes/demo/run.sh
+	bash recipes/demo_ctc/run.sh
 
 test: setup
 	$(PYTHON) -m pytest -q

@@ -372,6 +372,7 @@ def test_results_round_trip_and_recipes_read_them(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "recipes/demo/before_after.py"), str(out / "results.json"),
                            "--target", "tgt", "--source", "src"], capture_output=True, text=True, check=True)
     assert f"| target accent (tgt) | {30 / 440:.1%} | {25 / 440:.1%} [" in done.stdout and "p=" in done.stdout
+    assert "target accent: WER fell by 17%" in done.stdout and "source accent: WER changed by -17%" in done.stdout
 
     import importlib.util
 
