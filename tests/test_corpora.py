@@ -360,3 +360,14 @@ def test_cli_prepare_fsdd(shared_data, tmp_path, capsys):
     assert main(["prepare", "fsdd", "--root", str(shared_data / "fsdd"), "--out", str(tmp_path),
                  "--split", "test"]) == 0
     assert f"{tmp_path / 'fsdd_test.jsonl'}: 300 utterances, 0.036 h, 6 speakers" in capsys.readouterr().out
+
+
+def test_fsdd_balanced_subset(shared_data, tmp_path):
+    from asr_sft.corpora.fsdd import prepare_fsdd
+    from asr_sft.data.manifest import read_manifest
+
+    path = prepare_fsdd(shared_data / "fsdd", tmp_path, split="test", per_speaker_digit=2)["test"]
+    rows = read_manifest(path, check_audio=False)
+    pairs = {(r["speaker"], r["text"]) for r in rows}
+    assert len(pairs) == 6 * 10 and len(rows) == 2 * len(pairs)  # 6 speakers x 10 digits, 2 each
+    assert {r["custom"]["index"] for r in rows} == {0, 1}

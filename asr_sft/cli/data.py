@@ -73,6 +73,8 @@ def _add_prepare(sub) -> None:
     fsdd.add_argument("--root", type=Path, required=True, help="folder with recordings/ and metadata.py")
     fsdd.add_argument("--out", type=Path, required=True, help="folder for the manifests")
     fsdd.add_argument("--split", choices=["train", "test"], help="write only this split")
+    fsdd.add_argument("--per-speaker-digit", type=positive_int, default=None,
+                      help="keep only the first N recordings of each speaker and digit (a balanced subset)")
     fsdd.set_defaults(func=_run_prepare_fsdd)
     _add_prepare_accented(corpora)
 
@@ -102,7 +104,8 @@ def _run_prepare_folder(args) -> int:
 def _run_prepare_fsdd(args) -> int:
     from asr_sft.corpora.fsdd import prepare_fsdd
 
-    for path in prepare_fsdd(args.root, args.out, split=args.split).values():
+    for path in prepare_fsdd(args.root, args.out, split=args.split,
+                             per_speaker_digit=args.per_speaker_digit).values():
         _print_manifest_summary(path)
     return 0
 

@@ -87,6 +87,15 @@ def collect_fsdd(root: str | Path, limit: int | None = None) -> list[dict]:
     return rows
 
 
+def _first_per_speaker_digit(rows: list[dict], n: int) -> list[dict]:
+    """The rows of the n lowest indices of each (speaker, digit), in their order."""
+    indices: dict[tuple, list[int]] = {}
+    for row in rows:
+        indices.setdefault((row["speaker"], row["text"]), []).append(row["custom"]["index"])
+    keep = {key: set(sorted(values)[:n]) for key, values in indices.items()}
+    return [r for r in rows if r["custom"]["index"] in keep[(r["speaker"], r["text"])]]
+
+
 def _order(path: Path) -> tuple:
     """Numeric order of the index (2 before 10); names that don't parse sort last."""
     match = _FILE_NAME.match(path.name)
@@ -94,14 +103,18 @@ def _order(path: Path) -> tuple:
 
 
 def prepare_fsdd(root: str | Path, out_dir: str | Path, split: str | None = None,
-                 limit: int | None = None) -> dict[str, Path]:
-    """Write <out_dir>/fsdd_train.jsonl and fsdd_test.jsonl (or only `split`)."""
+                 limit: int | None = None, per_speaker_digit: int | None = None) -> dict[str, Path]:
+    """Write <out_dir>/fsdd_train.jsonl and fsdd_test.jsonl (or only `split`). With
+    `per_speaker_digit`, each split keeps only the first N recordings (by index) of every speaker
+    and digit: a smaller set with the same balance of speakers and digits."""
     if split is not None and split not in SPLITS:
         raise ManifestError(f"unknown FSDD split {split!r} (choose from {', '.join(SPLITS)})")
     rows = collect_fsdd(root, limit)
     manifests = {}
     for name in [split] if split else SPLITS:
         chosen = [r for r in rows if r["split"] == name]
+        if per_speaker_digit is not None:
+            chosen = _first_per_speaker_digit(chosen, per_speaker_digit)
         if not chosen:
             raise ManifestError(f"{root}: no FSDD recordings for split {name!r}")
         manifests[name] = write_manifest(Path(out_dir) / f"fsdd_{name}.jsonl", chosen)

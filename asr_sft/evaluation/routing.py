@@ -6,7 +6,8 @@
 Each row goes to the adapter named by its `route_by` value (a row field, or a key of its custom
 dict, as `asr-sft split` groups them; `group` sends every row to one adapter instead). A row whose
 group has no adapter goes to `fallback` (a pooled adapter, or any model folder) or, without one, to
-the adapters' base model, which all adapters must then share. hyps.jsonl is decode.py's, one line per
+the adapters' base model, which all adapters must then share. A group may also name a whole model
+(a full fine-tune per group), which then needs a fallback. hyps.jsonl is decode.py's, one line per
 manifest row in manifest order, plus "route" (the adapter's group name, "fallback" or "base") and
 "route_model" (what decoded it); decode.json adds the routes: model, utterances and timing of each.
 
@@ -40,12 +41,15 @@ from asr_sft.models.resolve import follow_pointer
 log = logging.getLogger(__name__)
 
 FALLBACK, BASE = "fallback", "base"  # route names besides the groups' own
+UNKNOWN = "unknown"  # how decode.json names rows without a route_by value
 ROUTING_FORMAT = "asr_sft.routing/v1"  # the "routing" part of decode.json
 
 
 @dataclass(frozen=True)
 class RoutingOptions:
-    adapters: tuple[tuple[str, str], ...]  # (group value, adapter folder or checkpoints/best pointer)
+    # (group value, model): a LoRA adapter folder (or a run's checkpoints/best pointer to one); a
+    # whole model folder works too (its group's rows are decoded with it).
+    adapters: tuple[tuple[str, str], ...]
     route_by: str = "accent"  # row field (or custom key) whose value picks the adapter
     # Model for rows whose group has no adapter (a pooled adapter, or any model); None: the base.
     fallback: str | None = None
@@ -73,27 +77,32 @@ class RoutingOptions:
         return FALLBACK if self.fallback is not None else BASE
 
 
-def check_adapters(options: RoutingOptions) -> dict[str, str]:
-    """{route: model} for every route: each adapter folder checked (a LoRA adapter, its base
-    readable), the fallback, and the base the adapters share. Adapters on different bases are an
-    error only when the base itself is needed (no fallback)."""
+def check_adapters(options: RoutingOptions, need_base: bool = True) -> dict[str, str]:
+    """{route: model} for every route: the groups' models (a LoRA adapter folder is checked to be one,
+    with a readable base; a whole model folder is taken as it is), the fallback, or the base the
+    adapters share (when `need_base`: some row has no adapter). Adapters on different bases, or
+    whole models, then need a fallback."""
     models, bases = {}, {}
     for group, path in options.adapters:
         folder = follow_pointer(path) or Path(path)
         if not folder.is_dir():
-            raise ModelError(f"adapter for {options.route_by}={group}: {path} is not a folder")
-        if not lora.is_adapter_dir(folder):
-            raise ModelError(f"adapter for {options.route_by}={group}: {path} holds no LoRA adapter "
-                             f"({lora.ADAPTER_CONFIG} without {lora.FULL_WEIGHTS})")
-        models[group], bases[group] = str(path), lora.adapter_base(folder)
+            raise ModelError(f"model for {options.route_by}={group}: {path} is not a folder")
+        models[group] = str(path)
+        bases[group] = lora.adapter_base(folder) if lora.is_adapter_dir(folder) else None
     if options.fallback is not None:
         models[FALLBACK] = options.fallback
-    else:
-        distinct = sorted(set(bases.values()))
-        if len(distinct) > 1:
-            raise ModelError("the adapters have different base models (" + "; ".join(
-                f"{g}: {b}" for g, b in bases.items()) + "); give a fallback model for other groups")
-        models[BASE] = distinct[0]
+        return models
+    if not need_base:
+        return models
+    whole = [g for g, b in bases.items() if b is None]
+    if whole:
+        raise ModelError(f"{', '.join(whole)}: a whole model, no base to decode the other groups with; give a "
+                         "fallback model")
+    distinct = sorted(set(bases.values()))
+    if len(distinct) > 1:
+        raise ModelError("the adapters have different base models (" + "; ".join(
+            f"{g}: {b}" for g, b in bases.items()) + "); give a fallback model for the other groups")
+    models[BASE] = distinct[0]
     return models
 
 
@@ -108,8 +117,8 @@ def decode_rows_routed(rows: Sequence[dict], options: RoutingOptions,
     route's rows decoded by that route's model (loaded, used, freed, one at a time)."""
     if not rows:
         raise ManifestError("no utterances to decode")
-    models = check_adapters(options)
     routes = plan_routes(rows, options)
+    models = check_adapters(options, need_base=BASE in routes)
     transcripts: list[Transcript | None] = [None] * len(rows)
     summaries = {}
     for route in dict.fromkeys(routes):  # in order of first appearance
@@ -145,7 +154,7 @@ def decode_routed(manifest: str | Path, out_dir: str | Path, options: RoutingOpt
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / decode.HYPS_NAME, "".join(lines))
-    unrouted = sorted({str(group_value(r, options.route_by)) for r, route in zip(rows, routes)
+    unrouted = sorted({group_value(r, options.route_by) or UNKNOWN for r, route in zip(rows, routes)
                        if route in (FALLBACK, BASE)})
     summary = {
         "format": ROUTING_FORMAT, "manifest": str(Path(manifest).absolute()), "options": asdict(decode_options),

@@ -133,7 +133,8 @@ def load_whisper_ctc(name_or_path: str | Path, vocab: dict[str, int] | None = No
     """(model, processor) from a Whisper checkpoint (a new head for `vocab`) or a whisper_ctc one
     (its head and tokenizer, unless `vocab` differs from them). variable_length None: as
     options.variable_length, or without options as the checkpoint was trained."""
-    if variable_length is None and options is not None:
+    training = options is not None
+    if variable_length is None and training:
         variable_length = options.variable_length
     options = options or WhisperCTCOptions()
     name = resolve_model(name_or_path)
@@ -162,8 +163,9 @@ def load_whisper_ctc(name_or_path: str | Path, vocab: dict[str, int] | None = No
         tokenizer = ctc.make_tokenizer(vocab)
         reset_head(model, len(vocab))
     model.config.pad_token_id = tokenizer.pad_token_id  # the CTC blank
-    model.config.ctc_loss_reduction = options.ctc_loss_reduction
-    model.config.ctc_zero_infinity = options.ctc_zero_infinity
+    for key in ("ctc_loss_reduction", "ctc_zero_infinity"):  # training's choice, else as saved
+        if training or not hasattr(model.config, key):
+            setattr(model.config, key, getattr(options, key))
     processor = Wav2Vec2Processor(feature_extractor=features, tokenizer=tokenizer)
     use_variable_length(model, processor, is_variable_length(config) if variable_length is None else variable_length)
     return model, processor

@@ -4,10 +4,11 @@
 # accent and what it cost on real human speech.
 #   bash recipes/demo/run.sh [--stage N] [--stop-stage M]
 # Stages (each leaves a .done marker under exp/demo and is skipped when re-run):
-#   1. synthesize with espeak-ng: Scottish-accented speakers (target accent: train / dev / test) and
-#      American speakers (rehearsal data in training, and held-out test speakers)
+#   1. synthesize with espeak-ng: Scottish-accented speakers (target accent: 6 train / 1 dev / 2 test,
+#      40 sentences each) and American speakers (4 train as rehearsal data, 1 dev, 3 held-out test)
 #   2. prepare manifests: the synthetic corpora, and a real-speech test set pooled from the shared
-#      real clips and the FSDD test split (spoken digits by six speakers) for the forgetting check
+#      real clips (21) and the FSDD test split (spoken digits by six speakers, one of each digit per
+#      speaker: 60) for the forgetting check
 #   3. fine-tune builtin:whisper-tiny.en on the Scottish + American mix (conf/adapt_scottish.toml)
 #   4. benchmark base vs adapted on held-out Scottish and American speakers and on real speech
 #      (WER with bootstrap intervals, paired tests), and print the before/after table
@@ -23,8 +24,8 @@ mkdir -p "$exp"
 SECONDS=0
 
 synth() {
-  asr-sft synth --out "$data/scottish" --accents en-gb-scotland --speakers-per-accent 10 \
-    --utterances-per-speaker 40 --splits train=6,dev=1,test=3 --seed 21 --sentence-seed 3 \
+  asr-sft synth --out "$data/scottish" --accents en-gb-scotland --speakers-per-accent 9 \
+    --utterances-per-speaker 40 --splits train=6,dev=1,test=2 --seed 21 --sentence-seed 3 \
     --num-workers 2
   asr-sft synth --out "$data/american" --accents en-us --speakers-per-accent 8 \
     --utterances-per-speaker 20 --splits train=4,dev=1,test=3 --seed 22 --sentence-seed 3 \
@@ -41,7 +42,8 @@ prepare() {
   done
   asr-sft prepare folder --table "$shared/real-clips/transcripts.tsv" --audio-root "$shared/real-clips" \
     --out "$data/manifests/real/clips.jsonl" --corpus real-clips
-  asr-sft prepare fsdd --root "$shared/fsdd" --out "$data/manifests/real" --split test
+  asr-sft prepare fsdd --root "$shared/fsdd" --out "$data/manifests/real" --split test \
+    --per-speaker-digit 1
   asr-sft validate "$data/manifests/real/clips.jsonl" "$data/manifests/real/fsdd_test.jsonl" \
     --out "$data/manifests/real/test.jsonl"
 }
