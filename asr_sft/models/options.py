@@ -25,6 +25,10 @@ class DecodeOptions:
     dtype: str = "float32"  # model and features: "float32", "bfloat16" or "float16"
     num_beams: int = 1  # Whisper: beam width of generate (1 = greedy); CTC is always greedy
     max_new_tokens: int = MAX_NEW_TOKENS  # Whisper: generated tokens per utterance at most
+    # Whisper: also at most this many tokens per second of the batch's longest audio (+ 16), so a
+    # decode that loops ("the end of the end of ...") stops near the speech's length instead of at
+    # 224 tokens; English speech is ~3-5 tokens/s. None: only max_new_tokens.
+    max_tokens_per_second: float | None = 12.0
     language: str | None = "en"  # Whisper: the language token of the prefix
     task: str = "transcribe"  # Whisper: "transcribe" or "translate"
     warmup: bool = False  # decode the first batch once, untimed, before the timed pass
@@ -52,6 +56,8 @@ class DecodeOptions:
             raise OptionError(f"num_beams must be >= 1, got {self.num_beams}")
         if self.max_new_tokens < 1:
             raise OptionError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.max_tokens_per_second is not None and not self.max_tokens_per_second > 0:
+            raise OptionError(f"max_tokens_per_second must be > 0, got {self.max_tokens_per_second}")
         object.__setattr__(self, "fallback_temperatures", tuple(self.fallback_temperatures))
         if any(not 0 < t <= 2 for t in self.fallback_temperatures):
             raise OptionError(f"fallback_temperatures must be in (0, 2], got {self.fallback_temperatures}")

@@ -41,6 +41,7 @@ from transformers import GenerationMixin, LogitsProcessor, LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutput
 
 from asr_sft.errors import ModelError
+from asr_sft.data.audio import SAMPLE_RATE
 from asr_sft.models.options import DecodeOptions, Transcript
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,17 @@ class _Attempt:
     avg_logprob: float | None
 
 
+TOKEN_CAP_SLACK = 16  # tokens allowed beyond max_tokens_per_second x seconds (short clips, numbers)
+
+
+def _token_cap(waves: Sequence[torch.Tensor], limit: int, options: DecodeOptions) -> int:
+    """Tokens to generate at most for these waves: `limit`, or fewer for short audio."""
+    if options.max_tokens_per_second is None or not waves:
+        return limit
+    seconds = max(len(w) for w in waves) / SAMPLE_RATE
+    return max(1, min(limit, math.ceil(options.max_tokens_per_second * seconds) + TOKEN_CAP_SLACK))
+
+
 # --- one batch ------------------------------------------------------------------------------------
 @torch.inference_mode()
 def transcribe(model, processor, waves: Sequence[torch.Tensor], features: torch.Tensor,
@@ -75,7 +87,7 @@ def transcribe(model, processor, waves: Sequence[torch.Tensor], features: torch.
     tokenizer = processor.tokenizer
     prefix = torch.tensor([tokenizer.prefix_tokens], dtype=torch.long, device=features.device)
     hidden = model.get_encoder()(features).last_hidden_state
-    max_new = min(options.max_new_tokens, model.config.max_target_positions - prefix.shape[1])
+    limit = min(options.max_new_tokens, model.config.max_target_positions - prefix.shape[1])
     checking = options.fallback and (options.compression_ratio_threshold is not None
                                      or options.logprob_threshold is not None)
     temperatures = (0.0, *options.fallback_temperatures) if checking else (0.0,)
@@ -83,6 +95,7 @@ def transcribe(model, processor, waves: Sequence[torch.Tensor], features: torch.
     todo = list(range(len(waves)))
     for step, temperature in enumerate(temperatures):
         seeds = [_seed(waves[i], options.fallback_seed, step) for i in todo] if temperature > 0 else None
+        max_new = _token_cap([waves[i] for i in todo], limit, options)
         tokens = _generate(model, hidden[todo], prefix, max_new, options.num_beams, temperature, seeds)
         logprobs = (_avg_logprobs(model, hidden[todo], prefix, tokens) if checking and
                     options.logprob_threshold is not None else [None] * len(todo))

@@ -59,7 +59,7 @@ compare() {
     --testset scottish="$data/manifests/scottish/test.jsonl" \
     --testset american="$data/manifests/american/test.jsonl" \
     --testset real="$data/manifests/real/test.jsonl" \
-    --normalizer whisper_en_digits --group-by corpus --out "$exp/bench"
+    --normalizer whisper_en_digits --group-by corpus --no-variable-length --out "$exp/bench"
 }
 run_stage 4 compare compare
 if [ -f "$exp/bench/results.json" ]; then  # printed on every run, also when the stages were done
