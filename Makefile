@@ -12,7 +12,7 @@ APT_PACKAGES := espeak-ng sctk sox flac python3-venv
 EXTRAS := dev,whisper
 STAMP := $(dir $(PYTHON)).asr_sft-setup-stamp
 
-.PHONY: help setup lock demo demo-ctc test bench bench-decode bench-gpu clean librispeech-finetune
+.PHONY: help setup lock demo demo-ctc test bench bench-decode bench-gpu clean librispeech-finetune accent-adapt
 
 help:
 	@echo "make setup   system packages (as root), then .venv/ with the locked Python packages"
@@ -22,6 +22,8 @@ help:
 	@echo "make bench   the CPU benchmarks under bench/ (prints figures)"
 	@echo "make bench-gpu PYTHON=python3   on a CUDA machine: bench/gpu.py (< 8 min on one H200; needs no setup)"
 	@echo "make lock    re-resolve the dependencies in a clean venv, test, and rewrite constraints.txt"
+	@echo "make accent-adapt   per-accent adaptation of Whisper tiny.en: the gap, LoRA / full / pooled /"
+	@echo "              pseudo-label strategies, routing, forgetting (offline, CPU; ARGS='--smoke' for a check)"
 	@echo "make librispeech-finetune   wav2vec2-base CTC on LibriSpeech 100 h, scored on test-clean/other"
 	@echo "              (needs internet: 7.3 GB download; and a GPU: an estimated 6-13 h on one H100)"
 
@@ -87,6 +89,11 @@ bench-gpu:
 # resumes where it stopped. Pass recipe options with ARGS, e.g. ARGS='--override train.max_steps=20'.
 librispeech-finetune: setup
 	bash recipes/librispeech/run.sh $(ARGS)
+
+# Per-accent adaptation recipe (recipes/accent_adaptation/run.sh): settings through the environment
+# (STRATEGIES="lora full pooled pseudo", CAPS=20s,1m, MODEL=..., see the script's header).
+accent-adapt: setup
+	bash recipes/accent_adaptation/run.sh $(ARGS)
 
 clean:
 	rm -rf exp/demo exp/demo_ctc data/demo data/demo_ctc

@@ -20,10 +20,12 @@ definitions, asr_sft/models/whisper_decoding.py) without re-decoding anything. A
     too_fast       more than max_words_per_second words per second of audio (hallucinated text)
     disagreement   with an agreement model: 1 - WER(teacher -> second model) below min_agreement
 
-The manifest's `text` is treated as hidden: it never reaches pseudo.jsonl. With `references` on (the
-default) it is the true transcript the report scores the teacher against, which is how the filter's
-effect is measured on a corpus that has labels; for audio that truly has none, give any placeholder
-text and references=False.
+The manifest's `text` is treated as hidden: pseudo.jsonl replaces it by the teacher's (the row's other
+fields stay as they are; training reads `text` only, so a corpus that also keeps its transcript
+elsewhere, as asr-sft synth's custom.sentence, does not leak it into training). With `references`
+on (the default) it is the true transcript the report scores the teacher against, which is how the
+filter's effect is measured on a corpus that has labels; for audio that truly has none, give any
+placeholder text and references=False.
 """
 
 from __future__ import annotations

@@ -24,16 +24,18 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import torch
 
 from asr_sft.atomic import write_text_atomic
 from asr_sft.data.manifest import read_manifest
 from asr_sft.data.splits import group_value
 from asr_sft.errors import ManifestError, ModelError, OptionError
 from asr_sft.evaluation import decode
+from asr_sft.evaluation.results import DecodeCounts
 from asr_sft.models import lora
 from asr_sft.models.options import DecodeOptions, Transcript
 from asr_sft.models.resolve import follow_pointer
@@ -111,16 +113,35 @@ def plan_routes(rows: Sequence[dict], options: RoutingOptions) -> list[str]:
     return [options.route(r) for r in rows]
 
 
-def decode_rows_routed(rows: Sequence[dict], options: RoutingOptions,
-                       decode_options: DecodeOptions = DecodeOptions()):
-    """(transcripts in row order, routes in row order, {route: summary}) for manifest rows, each
-    route's rows decoded by that route's model (loaded, used, freed, one at a time)."""
+@dataclass(frozen=True)
+class RouteRun:
+    """What one route decoded (decode.json's "routes" entries)."""
+
+    route: str  # the group, FALLBACK or BASE
+    model: str  # what decoded its rows
+    utterances: int
+    audio_seconds: float
+    load_seconds: float  # reading audio
+    decode_seconds: float  # waveforms to text
+    errors: tuple[dict, ...]  # {"id", "error"} of rows that could not be decoded (hypothesis "")
+    guard: DecodeCounts  # what Whisper's decoding guard caught
+
+    def to_dict(self) -> dict:
+        rtfx = self.audio_seconds / self.decode_seconds if self.decode_seconds > 0 else None
+        return {**{k: v for k, v in asdict(self).items() if k not in ("errors", "guard")}, "rtfx": rtfx,
+                "errors": list(self.errors), "guard": self.guard.to_dict()}
+
+
+def decode_rows_routed(rows: Sequence[dict], options: RoutingOptions, decode_options: DecodeOptions = DecodeOptions()
+                       ) -> tuple[list[Transcript], list[str], list[RouteRun]]:
+    """(transcripts in row order, routes in row order, one RouteRun per route) for manifest rows,
+    each route's rows decoded by that route's model (loaded, used and freed, one at a time)."""
     if not rows:
         raise ManifestError("no utterances to decode")
     routes = plan_routes(rows, options)
     models = check_adapters(options, need_base=BASE in routes)
     transcripts: list[Transcript | None] = [None] * len(rows)
-    summaries = {}
+    runs = []
     for route in dict.fromkeys(routes):  # in order of first appearance
         members = [i for i, r in enumerate(routes) if r == route]
         picked = [rows[i] for i in members]
@@ -129,15 +150,16 @@ def decode_rows_routed(rows: Sequence[dict], options: RoutingOptions,
         if (warning := decode.too_long_warning(model, picked)) is not None:
             log.warning("route %s: %s", route, warning)
         run = decode.decode_rows_report(model, processor, picked, decode_options)
+        on_gpu = next(model.parameters()).is_cuda
         del model
+        if on_gpu:
+            torch.cuda.empty_cache()
         for i, transcript in zip(members, run.transcripts, strict=True):
             transcripts[i] = transcript
         t = run.timing
-        summaries[route] = {"model": models[route], "utterances": t.utterances, "audio_seconds": t.audio_seconds,
-                            "load_seconds": t.load_seconds, "decode_seconds": t.decode_seconds,
-                            "rtfx": t.rtfx if math.isfinite(t.rtfx) else None, "errors": list(t.errors),
-                            "guard": decode.guard_counts(picked, run).to_dict()}
-    return transcripts, routes, summaries
+        runs.append(RouteRun(route, models[route], t.utterances, t.audio_seconds, t.load_seconds, t.decode_seconds,
+                             t.errors, decode.guard_counts(picked, run)))
+    return transcripts, routes, runs
 
 
 def decode_routed(manifest: str | Path, out_dir: str | Path, options: RoutingOptions,
@@ -147,8 +169,8 @@ def decode_routed(manifest: str | Path, out_dir: str | Path, options: RoutingOpt
     rows = read_manifest(manifest)
     if not rows:
         raise ManifestError(f"{manifest}: no utterances to decode")
-    transcripts, routes, summaries = decode_rows_routed(rows, options, decode_options)
-    models = {route: s["model"] for route, s in summaries.items()}
+    transcripts, routes, runs = decode_rows_routed(rows, options, decode_options)
+    models = {r.route: r.model for r in runs}
     lines = [json.dumps({**row, "route": route, "route_model": models[route]}, ensure_ascii=False) + "\n"
              for row, route in zip(decode.hyp_rows(rows, [t.text for t in transcripts]), routes, strict=True)]
     out_dir = Path(out_dir)
@@ -160,11 +182,11 @@ def decode_routed(manifest: str | Path, out_dir: str | Path, options: RoutingOpt
         "format": ROUTING_FORMAT, "manifest": str(Path(manifest).absolute()), "options": asdict(decode_options),
         "routing": {"route_by": options.route_by, "group": options.group, "adapters": dict(options.adapters),
                     "fallback": options.fallback, "groups_without_adapter": unrouted},
-        "utterances": len(rows), "audio_seconds": sum(s["audio_seconds"] for s in summaries.values()),
-        "decode_seconds": sum(s["decode_seconds"] for s in summaries.values()),
-        "errors": [e for s in summaries.values() for e in s["errors"]], "routes": summaries,
+        "utterances": len(rows), "audio_seconds": sum(r.audio_seconds for r in runs),
+        "decode_seconds": sum(r.decode_seconds for r in runs),
+        "errors": [e for r in runs for e in r.errors], "routes": {r.route: r.to_dict() for r in runs},
     }
     write_text_atomic(out_dir / decode.SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
-    log.info("decoded %d utterances over %d route(s): %s", len(rows), len(summaries),
-             ", ".join(f"{r} {s['utterances']}" for r, s in summaries.items()))
+    log.info("decoded %d utterances over %d route(s): %s", len(rows), len(runs),
+             ", ".join(f"{r.route} {r.utterances}" for r in runs))
     return out_dir / decode.HYPS_NAME
