@@ -110,7 +110,8 @@ def _add_pseudo_label(sub) -> None:
                    help="a second model; drop transcripts it disagrees with (see --min-agreement)")
     p.add_argument("--min-agreement", type=float, default=0.8,
                    help="keep when 1 - WER(teacher -> agreement model) is at least this (default: 0.8)")
-    p.add_argument("--normalizer", default="whisper_en", help="for word counts, agreement and WER (default: whisper_en)")
+    p.add_argument("--normalizer", default="whisper_en",
+                   help="for word counts, agreement and WER (default: whisper_en)")
     p.add_argument("--group-by", default="accent", help="report counts per this row field ('' for none)")
     p.add_argument("--no-references", dest="references", action="store_false",
                    help="the manifest's text is a placeholder: report no WER")

@@ -155,7 +155,8 @@ def main(argv=None) -> int:
     prepare.add_argument("--fsdd-accents", default="", help="FSDD accent labels to add as groups, comma-separated")
     prepare.add_argument("--per-speaker", type=int, default=12, help="FSDD rows per speaker of those groups")
     prepare.add_argument("--clips", type=Path, required=True, help="manifest of the real clips")
-    prepare.add_argument("--general-fsdd-accents", default="", help="FSDD accents whose test recordings join the general set")
+    prepare.add_argument("--general-fsdd-accents", default="",
+                         help="FSDD accents whose test recordings join the general set")
     prepare.add_argument("--general-per-speaker", type=int, default=5)
     prepare.add_argument("--general-limit", type=int, default=0, help="the general set's first N rows only (0: all)")
     prepare.add_argument("--pool", type=Path, required=True, help="manifest to write: the rows to split")

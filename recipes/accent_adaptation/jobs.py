@@ -42,8 +42,9 @@ def read_jobs(path: Path) -> list[tuple[str, str | None, list[str]]]:
         else:
             raise SystemExit(f"{path}:{number}: want NAME<TAB>[if-exists<TAB>PATH<TAB>]COMMAND")
         words = shlex.split(command)
-        if not words or not (words[0] == "asr-sft" or (words[0] == "python" and len(words) > 1
-                                                       and words[1].startswith("recipes/") and words[1].endswith(".py"))):
+        script_job = words[:1] == ["python"] and len(words) > 1 and words[1].startswith("recipes/") \
+            and words[1].endswith(".py")
+        if not words or not (words[0] == "asr-sft" or script_job):
             raise SystemExit(f"{path}:{number}: only asr-sft and recipe scripts run in-process, got {command[:60]!r}")
         jobs.append((name, condition, words))
     return jobs

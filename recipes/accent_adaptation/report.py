@@ -106,7 +106,8 @@ def build_report(exp: Path, groups: dict, strategies: list[str], caps: list[str]
     testsets = [t.name for t in results.testsets]
     tested = [t for t in testsets if t != GENERAL]
     report = {"format": REPORT_FORMAT, "exp": str(exp.absolute()), "benchmark": str(exp / "bench" / "results.json"),
-              "normalizer": results.normalizer_info.tag, "decode": results.decode, "environment": dict(results.environment),
+              "normalizer": results.normalizer_info.tag, "decode": results.decode,
+              "environment": dict(results.environment),
               "testsets": [t.to_dict() for t in results.testsets],
               "groups": {g: {k: v for k, v in e.items() if k in ("train_minutes", "speakers", "dev_is_train")}
                          for g, e in groups["groups"].items()},
@@ -165,7 +166,8 @@ def caps_curve(exp: Path, groups: dict, caps: list[str]) -> dict | None:
         points = [{"label": BASE, "minutes": 0.0, **cell(results, t, BASE)}]
         for cap in caps:
             if f"lora-cap{cap}" in names and cap in g["caps"]:
-                points.append({"label": cap, "minutes": g["caps"][cap]["minutes"], **cell(results, t, f"lora-cap{cap}")})
+                points.append({"label": cap, "minutes": g["caps"][cap]["minutes"],
+                               **cell(results, t, f"lora-cap{cap}")})
         if "lora-routed" in names:
             points.append({"label": "all", "minutes": g["train_minutes"], **cell(results, t, "lora-routed")})
         curve[t] = points
@@ -207,20 +209,25 @@ def change_row(label: str, testset: str, c: dict) -> str:
 
 
 def render(report: dict) -> str:
-    env = report["environment"]
+    env, d = report["environment"], report["decode"]
+    decoding = "n/a"
+    if d:
+        search = "greedy" if d["num_beams"] == 1 else f"beam search ({d['num_beams']})"
+        decoding = (f"{search}, at most {d['max_new_tokens']} tokens, temperature fallback "
+                    f"{'on' if d['fallback'] else 'off'}")
     out = ["# Accent adaptation", "",
            f"WER in % (normaliser `{report['normalizer']}`), with 95% bootstrap intervals over speakers; `*`: fewer "
            "than 5 speakers, so utterances were resampled (weak evidence about new speakers). Paired tests: "
            "bootstrap of the WER difference against the unadapted base on the same utterances. "
-           f"Decoding: {json.dumps({k: report['decode'][k] for k in ('num_beams', 'max_new_tokens', 'fallback')}) if report['decode'] else 'n/a'}. "
-           f"Machine: {env.get('cpu')} ({env.get('cpu_count')} CPUs), {env.get('device', '')}; torch {env.get('torch')}, "
-           f"transformers {env.get('transformers')}.", "", "## Groups and test sets", "",
+           f"Decoding: {decoding}. Machine: {env.get('device') or env.get('cpu')}, {env.get('cpu_count')} CPUs; "
+           f"torch {env.get('torch')}, transformers {env.get('transformers')}.", "", "## Groups and test sets", "",
            "| group | train speakers | train minutes | dev | test speakers |", "|---|---|---|---|---|"]
     for g, e in report["groups"].items():
         out.append(f"| {g} | {e['speakers']['train']} | {e['train_minutes']:.1f} | "
                    f"{'= train' if e['dev_is_train'] else e['speakers']['dev']} | {e['speakers']['test']} |")
     out += ["", "| test set | utterances | speakers | audio (s) |", "|---|---|---|---|"]
-    out += [f"| {t['name']} | {t['utterances']} | {t['speakers']} | {t['audio_seconds']:.0f} |" for t in report["testsets"]]
+    out += [f"| {t['name']} | {t['utterances']} | {t['speakers']} | {t['audio_seconds']:.0f} |"
+            for t in report["testsets"]]
     out += ["", "## The gap (unadapted base)", "", "| test set | base WER |", "|---|---|"]
     out += [f"| {t} | {with_ci(c)} |" for t, c in report["baseline"].items()]
     if report["gap"]["best_group"]:
@@ -270,7 +277,8 @@ def render(report: dict) -> str:
                 f"Teacher {pseudo[0][1]['teacher']}" + (f", agreement with {pseudo[0][1]['agreement_model']}"
                                                         if pseudo[0][1]["agreement_model"] else "")
                 + "; the teacher's WER is against the true transcripts, which training never saw.", "",
-                "| group | utterances | kept | teacher WER all | kept | dropped | dropped by |", "|---|---|---|---|---|---|---|"]
+                "| group | utterances | kept | teacher WER all | kept | dropped | dropped by |",
+                "|---|---|---|---|---|---|---|"]
         for k, p in pseudo:
             reasons = ", ".join(f"{r} {n}" for r, n in p["dropped_by"].items() if n) or "none"
             out.append(f"| {k} | {p['utterances']} | {p['kept']} | {pct(p['wer_all'])} | {pct(p['wer_kept'])} | "

@@ -150,7 +150,8 @@ groups=$(python -c "import json,sys; print(' '.join(json.load(open(sys.argv[1]))
 if [ -n "$ADAPT_GROUPS" ]; then  # adapt only these (test sets stay every group's)
   groups=$(for g in $groups; do if [[ " $ADAPT_GROUPS " == *" $g "* ]]; then echo "$g"; fi; done | xargs)
 fi
-tested=$(python -c "import json,sys; g=json.load(open(sys.argv[1]))['groups']; print(' '.join(k for k, v in g.items() if v['test']))" "$bg/groups.json")
+tested=$(python -c "import json,sys; g=json.load(open(sys.argv[1]))['groups']
+print(' '.join(k for k, v in g.items() if v['test']))" "$bg/groups.json")  # groups with test speakers
 testsets=()
 for g in $tested; do testsets+=(--testset "$g=$bg/$g/test.jsonl"); done
 testsets+=(--testset "general=$data/general.jsonl")
@@ -160,7 +161,8 @@ bench_flags=(--normalizer whisper_en --group-by accent,corpus --resamples "$RESA
 if [ "$PLOTS" = 0 ]; then bench_flags+=(--no-plots); fi
 
 begin_jobs 3
-job baseline asr-sft bench --system base="$MODEL" "${testsets[@]}" "${bench_flags[@]}" --out "$exp/baseline" "${decode[@]}"
+job baseline asr-sft bench --system base="$MODEL" "${testsets[@]}" "${bench_flags[@]}" --out "$exp/baseline" \
+  "${decode[@]}"
 run_jobs 3
 
 train() {  # train NAME CONFIG TRAIN_MANIFEST DEV_MANIFEST OUTPUT_DIR [if-exists PATH]
@@ -171,7 +173,9 @@ begin_jobs 4
 for strategy in $STRATEGIES; do
   case $strategy in
     lora|full)
-      for g in $groups; do train "$strategy-$g" "$strategy.toml" "$bg/$g/train.jsonl" "$bg/$g/dev.jsonl" "$exp/$strategy/$g"; done ;;
+      for g in $groups; do
+        train "$strategy-$g" "$strategy.toml" "$bg/$g/train.jsonl" "$bg/$g/dev.jsonl" "$exp/$strategy/$g"
+      done ;;
     pooled)
       train pooled pooled.toml "$bg/pooled_train.jsonl" "$bg/pooled_dev.jsonl" "$exp/pooled" ;;
     pseudo)  # the student trains only where the filter kept something (pseudo.jsonl exists)
@@ -213,7 +217,10 @@ adapted=0  # systems besides the base
 for t in $tested general; do systems+=(--system "base@$t=$exp/baseline/systems/base/hyps-$t.jsonl"); done
 for strategy in $STRATEGIES; do
   if [ "$strategy" = pooled ]; then
-    if [ -f "$exp/pooled/checkpoints/best" ]; then systems+=(--system "pooled=$exp/pooled/checkpoints/best"); adapted=1; fi
+    if [ -f "$exp/pooled/checkpoints/best" ]; then
+      systems+=(--system "pooled=$exp/pooled/checkpoints/best")
+      adapted=1
+    fi
     continue
   fi
   hyps=$(route "$strategy" "$exp/$strategy")
