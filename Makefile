@@ -12,7 +12,7 @@ APT_PACKAGES := espeak-ng sctk sox flac python3-venv
 EXTRAS := dev,whisper
 STAMP := $(dir $(PYTHON)).asr_sft-setup-stamp
 
-.PHONY: help setup lock demo demo-ctc test bench bench-decode bench-gpu clean librispeech-finetune accent-adapt
+.PHONY: help setup lock demo demo-ctc test bench bench-decode bench-gpu clean librispeech-finetune librispeech-whisper accent-adapt
 
 help:
 	@echo "make setup   system packages (as root), then .venv/ with the locked Python packages"
@@ -26,6 +26,7 @@ help:
 	@echo "              pseudo-label strategies, routing, forgetting (offline, CPU; ARGS='--smoke' for a check)"
 	@echo "make librispeech-finetune   wav2vec2-base CTC on LibriSpeech 100 h, scored on test-clean/other"
 	@echo "              (needs internet: 7.3 GB download; and a GPU: an estimated 6-13 h on one H100)"
+	@echo "make librispeech-whisper    Whisper (tiny.en, or MODEL=...) seq2seq on LibriSpeech 100 h, + zero-shot"
 
 # Re-runs only when pyproject.toml or constraints.txt change (the stamp lives in the environment,
 # so a deleted .venv re-installs).
@@ -89,6 +90,12 @@ bench-gpu:
 # resumes where it stopped. Pass recipe options with ARGS, e.g. ARGS='--override train.max_steps=20'.
 librispeech-finetune: setup
 	bash recipes/librispeech/run.sh $(ARGS)
+
+# The same recipe fine-tuning Whisper (seq2seq; built-in tiny.en unless MODEL=..., e.g.
+# builtin:whisper-base or openai/whisper-small.en), its zero-shot WER measured beside the published one.
+librispeech-whisper: setup
+	bash recipes/librispeech/run.sh --conf recipes/librispeech/conf/whisper_100h.toml \
+	  --exp exp/librispeech_whisper $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
 # Per-accent adaptation recipe (recipes/accent_adaptation/run.sh): settings through the environment
 # (STRATEGIES="lora full pooled pseudo", CAPS=20s,1m, MODEL=..., see the script's header).

@@ -3,8 +3,8 @@
     python bench/bench_train.py                       # CPU: small model, 1 torch thread
     python bench/bench_train.py --device cuda         # GPU: wav2vec2-base-sized model, bf16
 
-Both setups run `asr_sft.train.train_step` (the training loop's own step, through accelerate) on
-batches collated by `asr_sft.train.collate` (audio read from disk, as the loop does), starting from
+Both setups run `asr_sft.training.loop.train_step` (the training loop's own step, through accelerate) on
+batches collated by `asr_sft.training.loop.collate` (audio read from disk, as the loop does), starting from
 the same random CTC model with its convolutional feature encoder frozen, under the same budget of
 padded audio seconds per batch. They differ in what the loop adds:
 
@@ -39,6 +39,7 @@ from asr_sft.data.audio import SAMPLE_RATE, load_audio, write_audio
 from asr_sft.data.batching import BatchingOptions, DurationBatchSampler, batch_stats, pack_batches
 from asr_sft.training.config import load_config
 from asr_sft.data.manifest import make_row, read_manifest, write_manifest
+from asr_sft.models import ctc as ctc_family
 from asr_sft.models.ctc import CTCModelOptions, build_vocab, init_ctc_model, load_ctc_model
 from asr_sft.corpora.synthetic.synth import SynthOptions, synthesize_corpus
 from asr_sft.training.loop import TrainState, collate, make_optimizer, train_step
@@ -134,7 +135,7 @@ def run_setup(name: str, model_dir: Path, rows: list[dict], batches: list[list[i
     model, processor = load_ctc_model(model_dir, options=CTCModelOptions(freeze_feature_encoder=True))
     config = load_config(None, ["optim.lr=5e-5", "optim.warmup_steps=1", f"train.max_steps={len(batches)}",
                                 "optim.max_grad_norm=1.0"])
-    optimizer, scheduler = make_optimizer(model, config)
+    optimizer, scheduler = make_optimizer(model, ctc_family.trainable_parameters(model), config)
     model, optimizer = accelerator.prepare(model, optimizer)
     state = TrainState()
     durations = np.array([r["duration"] for r in rows])
@@ -144,9 +145,9 @@ def run_setup(name: str, model_dir: Path, rows: list[dict], batches: list[list[i
         torch.cuda.reset_peak_memory_stats()
     for i, batch in enumerate(batches):
         t0 = time.perf_counter()
-        micro = [collate([rows[j] for j in batch], processor)]
+        micro = [collate(ctc_family, processor, [rows[j] for j in batch])]
         t1 = time.perf_counter()
-        stats = train_step(model, optimizer, scheduler, micro, accelerator, config, state)  # syncs: float(loss)
+        stats = train_step(ctc_family, model, optimizer, scheduler, micro, accelerator, config, state)  # syncs: float(loss)
         if accelerator.device.type == "cuda":
             torch.cuda.synchronize()
         t2 = time.perf_counter()

@@ -187,3 +187,11 @@ def test_noisy_is_reproducible_and_cli(tmp_path, capsys):
         assert torch.equal(load_audio(x["audio_filepath"]), load_audio(y["audio_filepath"]))
     assert main(["noisy", "--manifest", str(manifest), "--snrs", "ten", "--noise", "white", "--out", str(tmp_path)]) == 2
     assert main(["noisy", "--manifest", str(manifest), "--snrs", "10", "--noise", "white,pink", "--out", str(tmp_path)]) == 2
+
+
+def test_a_slow_down_past_the_model_window_keeps_the_original_speed():
+    wave = torch.randn(16000 * 2)
+    options = AugmentOptions(speeds=(0.5,))
+    assert augment(wave, "u", options).shape[0] == 16000 * 4
+    assert augment(wave, "u", options, max_seconds=3.0).shape[0] == 16000 * 2  # 4 s would not fit
+    assert augment(wave, "u", options, max_seconds=4.0).shape[0] == 16000 * 4

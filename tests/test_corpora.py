@@ -230,7 +230,7 @@ def test_table_errors_name_file_and_line(tmp_path):
     assert "5 bad row(s)" in message
     for line, reason in [(3, "audio file not found"), (4, "empty text for empty_text.wav"),
                          (5, "cannot read audio header"), (6, "expected 2 fields, got 3"),
-                         (7, "duplicate id 'good' (first on line 2)")]:
+                         (7, "id 'good' repeated (first on line 2)")]:
         assert f"{table}:{line}: " in message and reason in message
     assert f"{table}:2:" not in message
     assert not (tmp_path / "out" / "m.jsonl").exists()
@@ -353,7 +353,7 @@ def test_cli_prepare_folder_skip_invalid(tmp_path, capsys):
                  "--out", str(out_path), "--corpus", "mine", "--skip-invalid"]) == 0
     out = capsys.readouterr().out
     assert f"{out_path}: 1 utterances, 0.000 h, speakers unknown" in out
-    assert "skipped 5 invalid row(s):" in out and f"{table}:7: duplicate id" in out
+    assert "skipped 5 invalid row(s):" in out and f"{table}:7: id 'good' repeated" in out
     assert read_manifest(out_path)[0]["corpus"] == "mine"
 
 

@@ -161,3 +161,27 @@ def test_best_pointer_works_as_a_model_argument(digits, tmp_path):
     assert resolve_model(pointer) == str(read_pointer(out, "best"))
     model, _ = load_ctc_model(pointer)
     assert model.lm_head.out_features > 0
+
+
+def test_augmented_training_resumes_exactly_and_changes_what_the_model_sees(digits, tmp_path):
+    noisy = ('augment.noise=["white"]', "augment.noise_prob=1.0", "augment.snr_db=[0.0, 5.0]",
+             "augment.speeds=[0.9, 1.1]", "train.max_steps=4", "train.eval_every=4")
+    whole = train(_config(digits, tmp_path / "whole", *noisy))
+    assert whole.steps == 4
+    train(_config(digits, tmp_path / "resumed", *noisy, "data.loader_threads=0"), stop_at=2)
+    train(_config(digits, tmp_path / "resumed", *noisy, "data.loader_threads=0"))
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "resumed")
+    assert all(torch.equal(a[n], b[n]) for n in a)  # draws keyed by (seed, id, epoch): resume is exact
+    train(_config(digits, tmp_path / "clean", "train.max_steps=4", "train.eval_every=4"))
+    clean = _weights(tmp_path / "clean")
+    assert any(not torch.equal(a[n], clean[n]) for n in a)
+    saved = json.loads((tmp_path / "whole" / "train_config.json").read_text())["augment"]
+    assert saved["noise"] == ["white"] and saved["speeds"] == [0.9, 1.1]
+
+
+def test_augment_config_is_checked(tmp_path):
+    with pytest.raises(ConfigError, match="augment.snr_db"):
+        load_config(None, ["augment.snr_db=[10.0, 5.0]"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(None, ["augment.snr=5"])
+    assert load_config(None, ['augment.noise=["pink", "white"]']).augment.noise == ("pink", "white")

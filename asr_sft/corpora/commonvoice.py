@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from asr_sft.corpora.prepared import AudioProbe, PreparedCorpus, clean_text, usable, write_prepared
+from asr_sft.corpora.prepared import AudioProbe, PreparedCorpus, clean_text, collect_rows, usable, write_prepared
 from asr_sft.data.manifest import make_row
 from asr_sft.errors import ManifestError
 
@@ -49,17 +49,9 @@ def prepare_commonvoice(root: str | Path, out_dir: str | Path, tsvs: tuple[str, 
     probe, skipped, rows_by_split = AudioProbe(), [], {}
     for name in tsvs:
         table = root / f"{name}.tsv"
-        rows_by_split[name] = []
-        seen: dict[str, int] = {}
-        for number, record in read_tsv(table)[:limit]:
-            row, reason = _build_row(record, root, name, probe, out_dir)
-            if row is not None and row["id"] in seen:
-                row, reason = None, f"clip {row['id']} repeated (first on line {seen[row['id']]})"
-            if row is None:
-                skipped.append(f"{table}:{number}: {reason}")
-                continue
-            seen[row["id"]] = number
-            rows_by_split[name].append(row)
+        rows_by_split[name] = collect_rows(read_tsv(table)[:limit],
+                                           lambda record: _build_row(record, root, name, probe, out_dir),
+                                           str(table), "clip", skipped)
     return write_prepared(CORPUS, rows_by_split, out_dir, skipped)
 
 

@@ -28,7 +28,7 @@ import csv
 import re
 from pathlib import Path
 
-from asr_sft.corpora.prepared import AudioProbe, PreparedCorpus, clean_text, usable, write_prepared
+from asr_sft.corpora.prepared import AudioProbe, PreparedCorpus, clean_text, collect_rows, usable, write_prepared
 from asr_sft.data.manifest import make_row
 from asr_sft.errors import ManifestError
 
@@ -63,17 +63,9 @@ def prepare_edacc(root: str | Path, out_dir: str | Path, splits: tuple[str, ...]
     probe, skipped, rows_by_split = AudioProbe(), [], {}
     base_dir = Path(out_dir).absolute()
     for split in splits:
-        rows_by_split[split], seen = [], {}
-        for number, line in read_stm(root / split / "stm"):
-            where = f"{root / split / 'stm'}:{number}"
-            row, reason = _build_row(line, root, split, background, probe, base_dir)
-            if row is not None and row["id"] in seen:
-                row, reason = None, f"segment {row['id']} repeated (first on line {seen[row['id']]})"
-            if row is None:
-                skipped.append(f"{where}: {reason}")
-                continue
-            seen[row["id"]] = number
-            rows_by_split[split].append(row)
+        rows_by_split[split] = collect_rows(
+            read_stm(root / split / "stm"), lambda line: _build_row(line, root, split, background, probe, base_dir),
+            str(root / split / "stm"), "segment", skipped)
     missing = sorted({r["speaker"] for rows in rows_by_split.values() for r in rows} - set(background))
     if background and missing:
         notes.append(f"{len(missing)} speaker(s) not in {BACKGROUND_FILE} (accent None): {', '.join(missing[:10])}")

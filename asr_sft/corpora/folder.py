@@ -15,6 +15,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from asr_sft.corpora.prepared import collect_rows
 from asr_sft.data.audio import audio_info
 from asr_sft.errors import AudioError, ManifestError
 from asr_sft.data.manifest import MAX_PROBLEMS_SHOWN, check_row, make_row, write_manifest
@@ -48,16 +49,10 @@ def import_table(
     table, audio_root, out_manifest = Path(table), Path(audio_root), Path(out_manifest)
     if not audio_root.is_dir():
         raise ManifestError(f"{audio_root}: audio folder not found")
-    rows, problems, seen = [], [], {}
-    for number, record in read_table(table):
-        row, reason = _build_row(record, audio_root, corpus, out_manifest.absolute().parent)
-        if row is not None and row["id"] in seen:
-            row, reason = None, f"duplicate id {row['id']!r} (first on line {seen[row['id']]})"
-        if row is None:
-            problems.append(f"{table}:{number}: {reason}")
-            continue
-        seen[row["id"]] = number
-        rows.append(row)
+    problems: list[str] = []
+    rows = collect_rows(read_table(table),
+                        lambda record: _build_row(record, audio_root, corpus, out_manifest.absolute().parent),
+                        str(table), "id", problems)
     if problems and not skip_invalid:
         raise ManifestError(_format(table, problems))
     if not rows:

@@ -62,6 +62,23 @@ def usable(row: dict, base_dir: Path) -> str | None:
     return "; ".join(problems) or None
 
 
+def collect_rows(records, build, where: str, what: str, skipped: list[str]) -> list[dict]:
+    """The rows `build(record) -> (row or None, reason)` makes of (line number, record) pairs. A row
+    it refuses, or whose id an earlier line already had, is left out and reported in `skipped` as
+    "<where>:<line>: <reason>": nothing is dropped without a line saying so."""
+    rows, seen = [], {}
+    for number, record in records:
+        row, reason = build(record)
+        if row is not None and row["id"] in seen:
+            row, reason = None, f"{what} {row['id']!r} repeated (first on line {seen[row['id']]})"
+        if row is None:
+            skipped.append(f"{where}:{number}: {reason}")
+            continue
+        seen[row["id"]] = number
+        rows.append(row)
+    return rows
+
+
 def write_prepared(corpus: str, rows_by_split: dict[str | None, list[dict]], out_dir: str | Path,
                    skipped: list[str], notes: list[str] = ()) -> PreparedCorpus:
     """Write <out_dir>/<corpus>_<split>.jsonl per split (<corpus>.jsonl for rows without a split) and

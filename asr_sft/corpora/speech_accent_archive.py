@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from asr_sft.corpora.prepared import AudioProbe, PreparedCorpus, clean_text, usable, write_prepared
+from asr_sft.corpora.prepared import AudioProbe, PreparedCorpus, clean_text, collect_rows, usable, write_prepared
 from asr_sft.data.manifest import make_row
 from asr_sft.errors import ManifestError
 
@@ -45,17 +45,10 @@ def prepare_speech_accent_archive(root: str | Path, out_dir: str | Path) -> Prep
     if not metadata.is_file():
         raise ManifestError(f"{root}: no {METADATA_FILE}; give the Speech Accent Archive folder")
     text, notes = _passage(root)
-    probe, rows, skipped, seen = AudioProbe(), [], [], {}
+    probe, skipped = AudioProbe(), []
     base_dir = Path(out_dir).absolute()
-    for number, record in _read_metadata(metadata):
-        row, reason = _build_row(record, root, text, probe, base_dir)
-        if row is not None and row["id"] in seen:
-            row, reason = None, f"filename {row['id']!r} repeated (first on line {seen[row['id']]})"
-        if row is None:
-            skipped.append(f"{metadata}:{number}: {reason}")
-            continue
-        seen[row["id"]] = number
-        rows.append(row)
+    rows = collect_rows(_read_metadata(metadata), lambda record: _build_row(record, root, text, probe, base_dir),
+                        str(metadata), "filename", skipped)
     return write_prepared(CORPUS, {None: rows}, out_dir, skipped, notes)
 
 

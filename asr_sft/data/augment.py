@@ -70,15 +70,19 @@ class AugmentOptions:
 
 
 # --- the training hook ---------------------------------------------------------------------------
-def augment(wave: torch.Tensor, row_id: str, options: AugmentOptions, epoch: int = 0) -> torch.Tensor:
+def augment(wave: torch.Tensor, row_id: str, options: AugmentOptions, epoch: int = 0,
+            max_seconds: float | None = None) -> torch.Tensor:
     """One utterance (samples,) at 16 kHz, speed-perturbed and/or noised as `options` draw for
-    (row_id, epoch). Returns a new float32 tensor; `wave` is not modified."""
+    (row_id, epoch). Returns a new float32 tensor; `wave` is not modified. A slow-down that would
+    make the utterance longer than `max_seconds` (a model's window) keeps the original speed."""
     if not options.enabled:
         return wave
     rng = utterance_rng(options.seed, row_id, epoch)
-    speed = options.speeds[rng.integers(len(options.speeds))]
+    speed = float(options.speeds[rng.integers(len(options.speeds))])
+    if max_seconds is not None and wave.shape[-1] / speed > max_seconds * SAMPLE_RATE:
+        speed = 1.0  # the draws that follow are unchanged, so the noise stays the same
     noisy = rng.random() < options.noise_prob and bool(options.noise)
-    out = speed_perturb(wave, float(speed))
+    out = speed_perturb(wave, speed)
     if noisy:
         kind = options.noise[rng.integers(len(options.noise))]
         snr = rng.uniform(*options.snr_db)

@@ -1,6 +1,6 @@
 """Training configuration: every default in one typed place.
 
-A config is four frozen sections; [model] is the chosen model family's own options dataclass
+A config is five frozen sections ([data], [model], [optim], [train], [augment]); [model] is the chosen model family's own options dataclass
 (`type = "ctc"` by default, `"whisper"` or `"whisper_ctc"`), so its defaults live in one place, beside the family. Recipes keep theirs in TOML (`recipes/<name>/conf/*.toml`) and the
 command line overrides single keys as `section.key=value`; values are type-checked and unknown
 sections or keys are rejected, so a typo never silently trains with a default. The resolved config is
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from asr_sft.errors import AsrSftError
 from asr_sft.models import get_family
+from asr_sft.data.augment import AugmentOptions
 from asr_sft.models.ctc import CTCModelOptions
 from asr_sft.models.whisper import WhisperOptions
 from asr_sft.models.whisper_ctc import WhisperCTCOptions
@@ -122,6 +123,8 @@ class Config:
     model: CTCModelOptions | WhisperOptions | WhisperCTCOptions = field(default_factory=CTCModelOptions)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Noise and speed perturbation of training utterances (asr_sft.data.augment); off by default.
+    augment: AugmentOptions = field(default_factory=AugmentOptions)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -242,6 +245,8 @@ def _coerce(value, hint, where: str):
         return float(value)
     if origin is tuple and isinstance(value, (list, tuple)):
         args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: any number of X
+            return tuple(_coerce(v, args[0], where) for v in value)
         if len(args) != len(value):
             raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a, where) for v, a in zip(value, args))

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from asr_sft.training import checkpoint as ckpt
 from asr_sft.training import guard
+from asr_sft.data.augment import AugmentOptions, augment
 from asr_sft.data.batching import BatchingOptions, DurationBatchSampler, padding_fraction
 from asr_sft.training.config import Config, config_to_dict, save_config
 from asr_sft.atomic import write_text_atomic
@@ -97,10 +98,17 @@ def report_dropped(what: str, out: list[tuple[dict, str]], dropped: list[dict], 
         log.warning("%s: %s %d utterance(s) (listed in %s)", what, verb, len(out), DROPPED_FILE)
 
 
-def collate(family, processor, rows: list[dict]) -> dict:
+def collate(family, processor, rows: list[dict], epoch: int = 0,
+            augmentation: AugmentOptions = AugmentOptions()) -> dict:
     """One micro-batch: the family's tensors (inputs exactly as decoding builds them, and labels)
-    plus the real audio seconds, which the loop pops for its throughput figures."""
-    batch = family.collate(processor, rows, [load_row(r) for r in rows])
+    plus the real audio seconds, which the loop pops for its throughput figures. With
+    augmentation, each utterance is noised / speed-perturbed as (augment.seed, its id, the epoch)
+    draw: the same in a resumed run, in any loader thread, and different in each epoch."""
+    waves = [load_row(r) for r in rows]
+    if augmentation.enabled:
+        waves = [augment(w, str(r["id"]), augmentation, epoch, family.MAX_INPUT_SECONDS)
+                 for w, r in zip(waves, rows)]
+    batch = family.collate(processor, rows, waves)
     return {**batch, "audio_seconds": sum(r["duration"] for r in rows)}
 
 
@@ -211,7 +219,7 @@ class BatchStream:
             epoch, position = self._next_position()
             indices = self.batches(epoch)[position]
             rows = [self.rows[i] for i in indices]
-            work = self.pool.submit(self.make_batch, rows) if self.pool else self.make_batch(rows)
+            work = self.pool.submit(self.make_batch, rows, epoch) if self.pool else self.make_batch(rows, epoch)
             self.pending.append((epoch, position, indices, work))
 
     def take(self, n: int) -> tuple[list[dict], list[list[int]]]:
@@ -323,7 +331,10 @@ def _train(config: Config, stop_at: int | None, run: guard.Run) -> TrainResult:
         num_replicas=accelerator.num_processes, rank=accelerator.process_index,
     )
     state = resume(accelerator, model, optimizer, scheduler, sampler, out)
-    stream = BatchStream(sampler, train_rows, lambda rows: collate(family, processor, rows),
+    if config.augment.enabled:
+        log.info("augmentation: %s", config.augment)
+    stream = BatchStream(sampler, train_rows,
+                         lambda rows, epoch: collate(family, processor, rows, epoch, config.augment),
                          config.data.loader_threads)
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)

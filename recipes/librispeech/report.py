@@ -1,10 +1,12 @@
 """Stage 5 of recipes/librispeech/run.sh: write <exp>/report.md from the files the earlier stages left.
 
-    python recipes/librispeech/report.py --exp exp/librispeech --model facebook/wav2vec2-base \
-        --test-splits test-clean,test-other [--override section.key=value]...
+    python recipes/librispeech/report.py --exp exp/librispeech --test-splits test-clean,test-other \
+        [--conf TOML] [--override section.key=value]...
 
-Reads <exp>/train (resolved config, latest and best checkpoints), <exp>/decode/<split>/wer.json and
-the stage markers' wall times; every number in the report comes from one of those files.
+Reads <exp>/train (resolved config: the model; latest and best checkpoints),
+<exp>/decode/<split>/wer.json, <exp>/zero_shot/<split>/wer.json (the unadapted model, where stage 4
+decoded it) and the stage markers' wall times; every number in the report comes from one of those
+files. Published figures are looked up by the model's name (PUBLISHED).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,10 +26,35 @@ from asr_sft.errors import ScoringError
 from asr_sft.evaluation.results import ScoreResult
 from asr_sft.evaluation.scoring import Summary
 
-# wav2vec 2.0 paper (Baevski et al. 2020), Table 1: BASE fine-tuned on 100 h labelled, no LM.
-PUBLISHED_WER = {"test-clean": 6.1, "test-other": 13.3}
-PUBLISHED_MODEL = "facebook/wav2vec2-base"
-PUBLISHED_STEPS = 80_000  # fairseq base_100h.yaml max_update
+@dataclass(frozen=True)
+class Published:
+    model: str  # the model the figures are for
+    wer: dict[str, float]  # test split -> WER %
+    zero_shot: bool  # the figure is the unadapted model's (compare with the zero-shot column)
+    source: str
+    steps: int | None = None  # the published fine-tune's updates, when it is one
+
+
+# Published LibriSpeech WERs by model (REFERENCE.md). wav2vec 2.0: Baevski et al. 2020, Table 1,
+# BASE fine-tuned on 100 h labelled, no LM (fairseq base_100h.yaml, max_update 80k). Whisper:
+# zero-shot, Open ASR Leaderboard with Whisper's English normaliser.
+_W2V = Published("facebook/wav2vec2-base", {"test-clean": 6.1, "test-other": 13.3}, False,
+                 "wav2vec 2.0 BASE fine-tuned on 100 h of labelled LibriSpeech, no LM (Baevski et al. "
+                 "2020, Table 1; fairseq `base_100h.yaml`, 80k updates of 1,600 s on 8 GPUs, tri-stage lr "
+                 "schedule)", steps=80_000)
+_LEADERBOARD = "zero-shot, Open ASR Leaderboard, Whisper's English normaliser"
+PUBLISHED = {
+    "facebook/wav2vec2-base": _W2V,
+    "openai/whisper-tiny.en": Published("openai/whisper-tiny.en", {"test-clean": 5.66, "test-other": 15.45}, True, f"Whisper tiny.en {_LEADERBOARD}"),
+    "openai/whisper-base.en": Published("openai/whisper-base.en", {"test-clean": 4.25, "test-other": 10.35}, True, f"Whisper base.en {_LEADERBOARD}"),
+    "openai/whisper-small.en": Published("openai/whisper-small.en", {"test-clean": 3.05, "test-other": 7.25}, True, f"Whisper small.en {_LEADERBOARD}"),
+}
+PUBLISHED["builtin:whisper-tiny.en"] = PUBLISHED["openai/whisper-tiny.en"]  # the same weights, converted
+FAMILY_REFERENCE = {"ctc": _W2V}  # another CTC model is compared with wav2vec2-base's figures, and says so
+
+
+def find_published(model: str, family: str) -> Published | None:
+    return PUBLISHED.get(model) or FAMILY_REFERENCE.get(family)
 STAGES = ("download", "prepare", "train", "decode", "report")
 
 
@@ -91,49 +119,60 @@ def training_section(train_dir: Path, config: dict, times: dict) -> list[str]:
     return lines + [""]
 
 
-def results_section(exp: Path, tests: list[str]) -> list[str]:
-    lines = ["## Results (greedy CTC decoding, no language model)", "",
-             "| test set | WER % | published WER % | CER % | utterances | ref words | S | D | I | normaliser |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+def results_section(exp: Path, tests: list[str], published: Published | None, family: str) -> list[str]:
+    search = "greedy CTC decoding, no language model" if family == "ctc" else "greedy decoding"
+    lines = [f"## Results ({search})", "",
+             "| test set | WER % | published WER % | zero-shot WER % | CER % | utterances | ref words | S | D | I "
+             "| normaliser |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for split in tests:
         s = read_wer(exp / "decode" / split / "wer.json")
-        published = PUBLISHED_WER.get(split)
-        lines.append(f"| {split} | {percent(s.wer)} | {published if published is not None else '-'} | "
+        zero = exp / "zero_shot" / split / "wer.json"
+        figure = published.wer.get(split) if published else None
+        lines.append(f"| {split} | {percent(s.wer)} | {figure if figure is not None else '-'} | "
+                     f"{percent(read_wer(zero).wer) if zero.is_file() else '-'} | "
                      f"{percent(s.cer)} | {s.utterances} | {s.ref_words} | {s.substitutions} | "
                      f"{s.deletions} | {s.insertions} | {s.normalizer} |")
-    lines += ["", "Published: wav2vec 2.0 BASE fine-tuned on 100 h of labelled LibriSpeech, no LM "
-              "(Baevski et al. 2020, Table 1; fairseq `base_100h.yaml`, 80k updates of 1,600 s on 8 GPUs, "
-              "tri-stage lr schedule). Per-utterance alignments: `decode/<split>/errs-*`, "
-              "`recogs-*`, `wer-summary-*`.", ""]
+    lines += [""]
+    if published:
+        lines += [f"Published: {published.source}." + (" Those are the unadapted model's figures: compare them "
+                                                       "with the zero-shot column." if published.zero_shot else ""), ""]
+    if (exp / "zero_shot").is_dir():
+        lines += ["Zero-shot: the unadapted model, decoded and scored here as the fine-tuned one is.", ""]
+    lines += ["Per-utterance alignments: `decode/<split>/errs-*`, `recogs-*`, `wer-summary-*`.", ""]
     return lines
 
 
-def comparability(model: str, config: dict) -> list[str]:
+def comparability(model: str, config: dict, published: Published | None) -> list[str]:
+    if published is None:
+        return [f"**No published figures for `{model}`** in this recipe's table.", ""]
     notes = []
-    if model != PUBLISHED_MODEL:
-        notes.append(f"the model is `{model}`, not `{PUBLISHED_MODEL}`")
-    if config["train"]["max_steps"] != PUBLISHED_STEPS:
-        notes.append(f"train.max_steps={config['train']['max_steps']}, not the published "
-                     f"{PUBLISHED_STEPS}")
+    if PUBLISHED.get(model) is not published:
+        notes.append(f"the model is `{model}`, not `{published.model}`")
+    if not published.zero_shot and config["train"]["max_steps"] != published.steps:
+        notes.append(f"train.max_steps={config['train']['max_steps']}, not the published {published.steps}")
     if not notes:
         return []
     return ["**Not comparable with the published numbers:** " + "; ".join(notes) + ".", ""]
 
 
-def render(exp: Path, model: str, conf: str, tests: list[str], overrides: list[str]) -> str:
+def render(exp: Path, conf: str, tests: list[str], overrides: list[str]) -> str:
     train_dir = exp / "train"
     config_path = train_dir / "train_config.json"
     if not config_path.is_file():
         raise SystemExit(f"{config_path}: missing; did stage 3 (train) run?")
     config = json.loads(config_path.read_text(encoding="utf-8"))
+    model, family = config["model"]["name_or_path"], config["model"]["type"]
+    published = find_published(model, family)
+    head = ("new character vocabulary and CTC head" if config["model"].get("new_vocab")
+            else f"model.type {family}")
     times = stage_seconds(exp)
     lines = [
         "# LibriSpeech 100 h fine-tuning report", "",
-        f"- model: `{model}` (new character vocabulary and CTC head)",
+        f"- model: `{model}` ({head})",
         f"- config: `{conf}`" + (f" with overrides `{' '.join(overrides)}`" if overrides else ""),
         f"- written: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", "",
-        *comparability(model, config),
-        *results_section(exp, tests),
+        *comparability(model, config, published),
+        *results_section(exp, tests, published, family),
         *training_section(train_dir, config, times),
         "## Wall time per stage", "",
         "| stage | time |", "|---|---|",
@@ -149,13 +188,12 @@ def render(exp: Path, model: str, conf: str, tests: list[str], overrides: list[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--exp", type=Path, required=True)
-    parser.add_argument("--model", required=True, help="what stage 3 fine-tuned (for the report)")
     parser.add_argument("--conf", default="recipes/librispeech/conf/wav2vec2_base_100h.toml")
     parser.add_argument("--test-splits", default="test-clean,test-other")
     parser.add_argument("--override", action="append", default=[], help="as given to run.sh")
     args = parser.parse_args(argv)
     tests = [t for t in args.test_splits.split(",") if t]
-    text = render(args.exp, args.model, args.conf, tests, args.override)
+    text = render(args.exp, args.conf, tests, args.override)
     write_text_atomic(args.exp / "report.md", text)
     print(f"wrote {args.exp / 'report.md'}")
     return 0

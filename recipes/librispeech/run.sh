@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Fine-tune wav2vec 2.0 BASE on LibriSpeech train-clean-100 with CTC and score test-clean/test-other.
-# Needs internet (7.3 GB of archives; ~15 GB of disk with them kept) and a GPU to be useful: the
-# default config runs 80k updates of 1,600 s of audio (an estimated 6-13 h on one H100).
+# Fine-tune on LibriSpeech train-clean-100 and score test-clean/test-other: wav2vec 2.0 BASE with
+# CTC (default, conf/wav2vec2_base_100h.toml) or Whisper seq2seq (--conf conf/whisper_100h.toml,
+# built-in tiny.en by default; `make librispeech-whisper`). Needs internet (7.3 GB of archives;
+# ~15 GB of disk with them kept) and a GPU to be useful: the wav2vec2 config runs 80k updates of
+# 1,600 s of audio (an estimated 6-13 h on one H100).
 #   bash recipes/librispeech/run.sh [--stage N] [--stop-stage M] [--model ID_OR_DIR]
 #        [--splits a,b,...] [--train-split S] [--dev-split S] [--test-splits a,b]
 #        [--mirror URL] [--data DIR] [--exp DIR] [--conf TOML] [--override section.key=value]...
@@ -11,12 +13,15 @@
 #      train-clean-100,dev-clean,test-clean,test-other) into <data>; --mirror or $ASR_SFT_MIRROR
 #      replaces the OpenSLR base URL, $ASR_SFT_LIBRISPEECH_CHECKSUMS a mirror's own digests
 #   2. prepare: one manifest per split under <data>/manifests
-#   3. fine-tune (conf/wav2vec2_base_100h.toml; model facebook/wav2vec2-base, or --model, with a new
-#      character vocabulary and CTC head) into <exp>/train; --override adds config overrides
+#   3. fine-tune (--conf, default conf/wav2vec2_base_100h.toml: facebook/wav2vec2-base with a new
+#      character vocabulary and CTC head; --model replaces the config's model) into <exp>/train;
+#      --override adds config overrides
 #   4. decode test-clean and test-other with the best (dev-clean WER) checkpoint and score them
-#      (librispeech normaliser) into <exp>/decode/<split>
+#      (the config's train.eval_normalizer) into <exp>/decode/<split>; for Whisper also the
+#      unadapted model into <exp>/zero_shot/<split>, the row the published figures compare with
 #   5. write <exp>/report.md: resolved config, steps, times, WER vs the published numbers
 # Example (a quick smoke run on a GPU): bash recipes/librispeech/run.sh --override train.max_steps=20
+#   bash recipes/librispeech/run.sh --conf recipes/librispeech/conf/whisper_100h.toml --exp exp/librispeech_whisper
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -26,7 +31,7 @@ splits=${LIBRISPEECH_SPLITS:-train-clean-100,dev-clean,test-clean,test-other}
 train_split=train-clean-100
 dev_split=dev-clean
 test_splits=test-clean,test-other
-model=facebook/wav2vec2-base
+model=  # empty: the config's model.name_or_path
 mirror=
 data=data/librispeech
 exp=exp/librispeech
@@ -53,6 +58,14 @@ done
 mkdir -p "$exp"
 
 source recipes/stages.sh
+model_override=(${model:+"model.name_or_path=$model"})
+# The family, the model it starts from and the normaliser, as the resolved config says.
+read -r family base normalizer < <(python -c "import sys
+from asr_sft.training.config import load_config
+c = load_config(sys.argv[1], sys.argv[2:])
+print(c.model.type, c.model.name_or_path, c.train.eval_normalizer)" "$conf" \
+  ${model_override[@]+"${model_override[@]}"} ${overrides[@]+"${overrides[@]}"})
+[ -n "${normalizer:-}" ] || { echo "$conf: cannot read the config (see above)" >&2; exit 2; }
 
 download() {
   asr-sft download librispeech --splits "$splits" --dest "$data" ${mirror:+--mirror "$mirror"}
@@ -66,7 +79,7 @@ finetune() {
   asr-sft train --config "$conf" \
     data.train_manifest="$data/manifests/$train_split.jsonl" \
     data.dev_manifest="$data/manifests/$dev_split.jsonl" \
-    model.name_or_path="$model" model.new_vocab=true train.output_dir="$exp/train" \
+    train.output_dir="$exp/train" ${model_override[@]+"${model_override[@]}"} \
     ${overrides[@]+"${overrides[@]}"}
 }
 run_stage 3 train finetune
@@ -75,14 +88,17 @@ decode_and_score() {
   local best t
   best=$exp/train/checkpoints/$(cat "$exp/train/checkpoints/best")
   for t in ${test_splits//,/ }; do
-    asr-sft decode --model "$best" --manifest "$data/manifests/$t.jsonl" --out "$exp/decode/$t" \
-      --batch-size 32 --max-batch-seconds 400
-    asr-sft score --hyps "$exp/decode/$t/hyps.jsonl" --normalizer librispeech \
-      --out "$exp/decode/$t" --name "$t"
+    decode_one "$best" "$t" "$exp/decode/$t"
+    if [ "$family" = whisper ]; then decode_one "$base" "$t" "$exp/zero_shot/$t"; fi
   done
+}
+decode_one() {  # decode_one MODEL SPLIT OUT
+  asr-sft decode --model "$1" --manifest "$data/manifests/$2.jsonl" --out "$3" \
+    --batch-size 32 --max-batch-seconds 400
+  asr-sft score --hyps "$3/hyps.jsonl" --normalizer "$normalizer" --out "$3" --name "$2"
 }
 run_stage 4 decode decode_and_score
 
-run_stage 5 report python recipes/librispeech/report.py --exp "$exp" --model "$model" \
+run_stage 5 report python recipes/librispeech/report.py --exp "$exp" \
   --conf "$conf" --test-splits "$test_splits" ${overrides[@]+"${overrides[@]/#/--override=}"}
 echo "librispeech recipe finished: report in $exp/report.md"
