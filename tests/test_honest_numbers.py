@@ -378,6 +378,7 @@ def test_results_round_trip_and_recipes_read_them(tmp_path):
 
     spec = importlib.util.spec_from_file_location("ls_report", ROOT / "recipes/librispeech/report.py")
     ls_report = importlib.util.module_from_spec(spec)
+    sys.modules["ls_report"] = ls_report  # its dataclasses look their module up there
     spec.loader.exec_module(ls_report)
     hyps = tmp_path / "h.jsonl"
     hyps.write_text("".join(json.dumps({"id": f"u{k}", "ref": " ".join(a.refs[k]), "hyp": " ".join(h)}) + "\n"

@@ -269,7 +269,7 @@ def _group_table(rows: list[SystemResult], field: str) -> list[str]:
     for k, g in enumerate(first):
         cells = [r.groups[field].groups[k] for r in rows]
         flag = " (few)" if g.few_speakers else ""
-        out.append(f"| {g.name} | {g.speakers}{flag} | {g.utterances} | "
+        out.append(f"| {g.name} | {g.speakers or 'unlabelled'}{flag} | {g.utterances} | "
                    + " | ".join(f"{_pct(c.wer)} [{_pct(c.low)}, {_pct(c.high)}]"
                                 + ("" if per_speaker else _mark(c.resampling)) for c in cells) + " |")
     out.append("")

@@ -505,8 +505,9 @@ def group_breakdown(scores: Scores, field_name: str, *, resamples: int = BOOTSTR
     worst = max(ranked, key=lambda k: groups[k].wer)
     best = min(ranked, key=lambda k: groups[k].wer)
     gap_low, gap_high = _percentiles(draws[worst] - draws[best], confidence)
-    warnings = tuple(f"{field_name}={g.name}: only {_speakers(g.speakers)} (< {min_speakers}); its WER "
-                     "says little about other speakers, and its interval resamples utterances"
+    warnings = tuple(f"{field_name}={g.name}: "
+                     + (f"only {_speakers(g.speakers)} (< {min_speakers})" if g.speakers else "no speaker labels")
+                     + "; its WER says little about other speakers, and its interval resamples utterances"
                      for g in groups if g.few_speakers)
     return GroupBreakdown(field_name, tuple(groups), groups[worst].name, groups[best].name,
                           groups[worst].wer - groups[best].wer, gap_low, gap_high, confidence,
