@@ -12,7 +12,7 @@ APT_PACKAGES := espeak-ng sctk sox flac python3-venv
 EXTRAS := dev,whisper
 STAMP := $(dir $(PYTHON)).asr_sft-setup-stamp
 
-.PHONY: help setup lock demo demo-ctc test bench bench-decode bench-gpu clean librispeech-finetune librispeech-whisper accent-adapt
+.PHONY: help setup lock demo demo-ctc test bench bench-decode bench-whisper bench-gpu clean librispeech-finetune librispeech-whisper accent-adapt
 
 help:
 	@echo "make setup   system packages (as root), then .venv/ with the locked Python packages"
@@ -20,6 +20,7 @@ help:
 	@echo "make demo-ctc   the same adaptation with the built-in wav2vec2 CTC model"
 	@echo "make test    the test suite (offline, CPU)"
 	@echo "make bench   the CPU benchmarks under bench/ (prints figures)"
+	@echo "make bench-whisper   Whisper tiny.en training on CPU: setups and 30 s vs variable windows"
 	@echo "make bench-gpu PYTHON=python3   on a CUDA machine: bench/gpu.py (< 8 min on one H200; needs no setup)"
 	@echo "make lock    re-resolve the dependencies in a clean venv, test, and rewrite constraints.txt"
 	@echo "make accent-adapt   per-accent adaptation of Whisper tiny.en: the gap, LoRA / full / pooled /"
@@ -80,6 +81,12 @@ bench: setup
 
 bench-decode: setup
 	$(PYTHON) bench/bench_decode.py
+
+# Whisper tiny.en training on CPU: full / LoRA / frozen encoder throughput, and 30 s vs variable
+# windows (the same fine-tune: throughput and held-out WER). About 10 minutes on 2 cores.
+bench-whisper: setup
+	OMP_NUM_THREADS=2 $(PYTHON) bench/bench_whisper_train.py --steps 5
+	OMP_NUM_THREADS=2 $(PYTHON) bench/bench_whisper_windows.py
 
 # The GPU benchmark (training, decoding, features) in one command; it needs only torch, transformers,
 # accelerate and numpy, so it runs on a bare GPU image without `make setup`. CPU check: add --smoke.
