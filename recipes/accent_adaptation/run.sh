@@ -245,7 +245,9 @@ if [ -n "$CAPS" ]; then  # the data-efficiency curve: group test sets only
     hyps=$(route "cap$cap" "$exp/caps/$cap" "$bg/group_tests.jsonl")
     if [ -n "$hyps" ]; then cap_systems+=(--system "lora-cap$cap=$hyps"); fi
   done
-  if [[ " $STRATEGIES " == *" lora "* ]]; then cap_systems+=(--system "lora-routed=$exp/decode/lora/hyps.jsonl"); fi
+  if [[ " $STRATEGIES " == *" lora "* ]]; then  # all of train: the main benchmark's per-test-set hyps
+    for t in $tested; do cap_systems+=(--system "lora-routed@$t=$exp/bench/systems/lora-routed/hyps-$t.jsonl"); done
+  fi
   job bench-caps asr-sft bench "${cap_systems[@]}" "${grouptests[@]}" "${bench_flags[@]}" \
     --out "$exp/bench_caps" "${decode[@]}"
 fi
