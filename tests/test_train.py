@@ -185,3 +185,22 @@ def test_augment_config_is_checked(tmp_path):
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(None, ["augment.snr=5"])
     assert load_config(None, ['augment.noise=["pink", "white"]']).augment.noise == ("pink", "white")
+
+
+def test_ctc_text_case_and_punctuation_map_transcripts_to_the_vocabulary(digits, tmp_path):
+    from asr_sft.data.manifest import read_manifest
+    from asr_sft.errors import ManifestError
+    from asr_sft.models.ctc import map_text
+
+    assert map_text("Don't stop, Mr. Smith!", "upper", True) == "DON'T STOP MR SMITH"
+    assert map_text("Zero.", "keep", False) == "Zero."
+    rows = read_manifest(digits / "train.jsonl")
+    cased = [{**r, "text": r["text"].capitalize() + "!"} for r in rows]  # "Zero!" under a lower-case vocabulary
+    write_manifest(tmp_path / "cased.jsonl", cased)
+    args = (f"data.train_manifest={tmp_path / 'cased.jsonl'}", "train.max_steps=1", "train.eval_every=1")
+    with pytest.raises(ManifestError, match="outside the model's vocabulary"):
+        train(_config(digits, tmp_path / "as-written", *args))
+    result = train(_config(digits, tmp_path / "mapped", *args, "model.text_case=lower", "model.drop_punctuation=true"))
+    assert result.steps == 1
+    with pytest.raises(ConfigError, match="model.text_case"):
+        _config(digits, tmp_path / "bad", "model.text_case=title")

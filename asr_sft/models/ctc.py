@@ -3,7 +3,9 @@
 Text is a sequence of characters; a space between words is the word delimiter "|" (the wav2vec2
 convention) and id 0, "<pad>", is the CTC blank. When the checkpoint has no tokenizer, or a new
 vocabulary is asked for, the output layer (lm_head) is re-initialised to the vocabulary's size.
-Vocabularies are case-sensitive: normalise transcripts (asr_sft.text) before building one.
+Vocabularies are case-sensitive: normalise transcripts (asr_sft.text) before building one, or let
+training map them (model.text_case, model.drop_punctuation: e.g. sentence-case text with
+punctuation onto an upper-case letter vocabulary, as the built-in model and LibriSpeech have).
 
 Greedy decoding: argmax per frame, collapse repeats, drop blanks (and other special tokens),
 "|" -> space. It is the same function for training-time evaluation and `asr-sft decode`.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,6 +44,7 @@ from asr_sft.models.resolve import resolve_model
 log = logging.getLogger(__name__)
 
 NAME = "ctc"  # model.type of this family
+TEXT_CASES = ("keep", "upper", "lower")  # model.text_case
 MAX_INPUT_SECONDS = None  # no input limit: the encoder takes any length
 PAD_TOKEN = "<pad>"  # id 0: the CTC blank, and the padding of label batches
 UNK_TOKEN = "<unk>"  # characters not in the vocabulary
@@ -95,6 +99,11 @@ class CTCModelOptions(lora.LoraOptions):
     ctc_loss_reduction: str = "mean"  # "mean": per-utterance loss divided by its label length
     ctc_zero_infinity: bool = True  # an utterance too short for its labels gives loss 0, not inf
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+    # Training transcripts mapped to the vocabulary before labelling (and before new_vocab builds
+    # one): "upper" / "lower" case them ("keep": as written), and drop_punctuation removes Unicode
+    # punctuation except the apostrophe (as HF's CTC examples' chars_to_ignore do).
+    text_case: str = "keep"
+    drop_punctuation: bool = False
 
     def __post_init__(self):
         if self.type != NAME:
@@ -107,6 +116,8 @@ class CTCModelOptions(lora.LoraOptions):
         for name in ("mask_time_length", "mask_feature_length"):
             if getattr(self, name) < 1:
                 raise OptionError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.text_case not in TEXT_CASES:
+            raise OptionError(f"model.text_case must be one of {', '.join(TEXT_CASES)}, got {self.text_case!r}")
         if self.ctc_loss_reduction not in ("mean", "sum"):
             raise OptionError(f"model.ctc_loss_reduction must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}")
         super().__post_init__()
@@ -373,12 +384,25 @@ def load(options: CTCModelOptions, texts: Iterable[str], num_processes: int = 1)
     """(model, processor) to train: a new vocabulary from `texts` when options.new_vocab; LoRA
     updates (with lm_head trained whole) when options.lora_rank."""
     lora.refuse_adapter(options.name_or_path)
+    texts = [map_text(t, options.text_case, options.drop_punctuation) for t in texts]
     vocab = build_vocab(t for t in texts if text_problem(t) is None) if options.new_vocab else None
     if num_processes > 1 and options.layerdrop > 0:
         log.warning("model.layerdrop=%s ignored under DDP (skipped layers break gradient sync)", options.layerdrop)
         options = replace(options, layerdrop=0.0)
     model, processor = load_ctc_model(options.name_or_path, vocab=vocab, options=options)
+    processor.text_map = (options.text_case, options.drop_punctuation)  # read by collate, check_rows, oov_rate
     return lora.add_lora(model, options, options.name_or_path, train_whole=("lm_head",)), processor
+
+
+def map_text(text: str, case: str = "keep", drop_punctuation: bool = False) -> str:
+    """`text` as model.text_case / model.drop_punctuation map it for training (see CTCModelOptions)."""
+    if drop_punctuation:
+        text = " ".join("".join(c for c in text if c == "'" or not unicodedata.category(c).startswith("P")).split())
+    return text.upper() if case == "upper" else text.lower() if case == "lower" else text
+
+
+def _training_text(processor, text: str) -> str:
+    return map_text(text, *getattr(processor, "text_map", ("keep", False)))
 
 
 def load_for_inference(name_or_path: str | Path, options: DecodeOptions):
@@ -395,7 +419,7 @@ def check_rows(processor: Wav2Vec2Processor, rows: Sequence[dict]) -> tuple[list
     """Rows CTC can train on, and the others with the reason (text_problem)."""
     kept, dropped = [], []
     for row in rows:
-        if (problem := text_problem(row["text"])) is not None:
+        if (problem := text_problem(_training_text(processor, row["text"]))) is not None:
             dropped.append((row, problem))
         else:
             kept.append(row)
@@ -406,7 +430,8 @@ def collate(processor: Wav2Vec2Processor, rows: Sequence[dict], waves: Sequence[
     """Model inputs exactly as decoding builds them (model_inputs), CTC labels (pad -> -100) and
     the real sample counts (for count_infeasible)."""
     values, mask = model_inputs(processor, waves)
-    batch = {"input_values": values, "labels": make_labels(processor, [r["text"] for r in rows])}
+    texts = [_training_text(processor, r["text"]) for r in rows]
+    batch = {"input_values": values, "labels": make_labels(processor, texts)}
     # Group-norm checkpoints (wav2vec2-base) were trained without a mask and decode without one.
     if processor.feature_extractor.return_attention_mask:
         batch["attention_mask"] = mask
@@ -443,6 +468,7 @@ def _oov_counts(processor: Wav2Vec2Processor, texts: Iterable[str]) -> tuple[dic
     missing: dict[str, int] = {}
     total = 0
     for text in texts:
+        text = _training_text(processor, text)
         chars = "".join((text.upper() if upper else text).split())
         total += len(chars)
         for c in chars:

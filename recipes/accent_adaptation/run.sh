@@ -20,7 +20,7 @@
 #               the general set among them, with the base), then every model and routed system on
 #               every test set with paired tests (asr-sft bench)
 #   6 report    $EXP/report/report.{md,json} and PNGs (report.py)
-# Settings come from the environment (defaults below): MODEL, TEACHER, ACCENTS, FSDD_ACCENTS,
+# Settings come from the environment (defaults below): MODEL, CONF, TEACHER, ACCENTS, FSDD_ACCENTS,
 # SPEAKERS, UTTS, FRACTIONS, STRATEGIES, CAPS, OVERRIDES (section.key=value for every training
 # run), PSEUDO_FLAGS, DECODE, DEVICE, DATA, EXP; for a real corpus POOL (its manifests, instead of
 # synthesis), TEXT_OVERLAP, MIN_SPEAKERS and ADAPT_GROUPS (which groups to adapt).
@@ -59,6 +59,7 @@ if [ "$smoke" = 1 ]; then
   EXP=${EXP:-exp/accent_adaptation_smoke}
 fi
 MODEL=${MODEL:-builtin:whisper-tiny.en}
+CONF=${CONF:-$recipe/conf}  # the strategies' configs; $recipe/conf_ctc for a wav2vec2 CTC MODEL
 TEACHER=${TEACHER:-builtin:whisper-base}
 ACCENTS=${ACCENTS:-en-us en-gb-scotland en-029}  # espeak-ng voices; en-us-nyc, en-gb-x-rp, ... also work
 FSDD_ACCENTS=${FSDD_ACCENTS-DEU/German}  # FSDD accents with 2+ speakers as real groups ("" for none)
@@ -166,7 +167,7 @@ job baseline asr-sft bench --system base="$MODEL" "${testsets[@]}" "${bench_flag
 run_jobs 3
 
 train() {  # train NAME CONFIG TRAIN_MANIFEST DEV_MANIFEST OUTPUT_DIR [if-exists PATH]
-  job "$1" "${@:6}" asr-sft train --config "$recipe/conf/$2" data.train_manifest="$3" data.dev_manifest="$4" \
+  job "$1" "${@:6}" asr-sft train --config "$CONF/$2" data.train_manifest="$3" data.dev_manifest="$4" \
     model.name_or_path="$MODEL" train.device="$DEVICE" train.output_dir="$5" "${overrides[@]+"${overrides[@]}"}"
 }
 begin_jobs 4
