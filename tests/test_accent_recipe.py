@@ -282,13 +282,13 @@ def test_pseudo_label_cli(models, manifest, tmp_path, capsys):
 # --- the recipe, end to end -----------------------------------------------------------------------
 def test_recipe_smoke_end_to_end(tmp_path, shared_data):
     """run.sh --smoke: one synthetic accent + FSDD's German speakers (2 speakers each), LoRA per group,
-    pooled fine-tune, pseudo-labelling and a 5 s training cap with tiny random models, 2 steps each,
-    to the report."""
+    pooled fine-tune, pseudo-labelling, a 5 s training cap and a 10 dB noisy general set with tiny
+    random models, 2 steps each, to the report."""
     student = _tiny_whisper(tmp_path / "student", 0, context=40)  # a synthetic sentence's tokens fit
     exp = tmp_path / "exp"
     env = {**os.environ, "DATA": str(tmp_path / "data"), "EXP": str(exp), "MODEL": str(student),
            "TEACHER": str(student), "SHARED_DATA": str(shared_data), "DEVICE": "cpu", "OMP_NUM_THREADS": "1",
-           "CAPS": "5s",
+           "CAPS": "5s", "NOISE_SNRS": "10", "NOISE": "white",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     started = time.perf_counter()
     run = subprocess.run(["bash", "recipes/accent_adaptation/run.sh", "--smoke"], cwd=REPO, env=env,
@@ -308,6 +308,11 @@ def test_recipe_smoke_end_to_end(tmp_path, shared_data):
     # The data-efficiency curve: the base, the 5 s cap, all of train, per group.
     assert set(report["caps"]) == {"en-gb-scotland", "fsdd-deu"}
     assert all([p["label"] for p in points][1:] == ["5s", "all"] for points in report["caps"].values())
+    # Noise: the base and the pooled model on the general set, clean and at 10 dB, paired by utterance.
+    assert {s: [c["testset"] for c in cells] for s, cells in report["noise"].items()} == {
+        "base": ["general", "general-10dB"], "pooled": ["general", "general-10dB"]}
+    assert all(c["paired"] is not None for c in report["noise"]["pooled"])
+    assert "## Robustness to noise" in (exp / "report" / "report.md").read_text()
     for name in ("report.md", "wer_by_group.png", "data_efficiency.png"):
         assert (exp / "report" / name).stat().st_size > 0
     # The routed decode says which adapter decoded each utterance: its group's, or the base for the

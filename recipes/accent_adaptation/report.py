@@ -142,8 +142,23 @@ def build_report(exp: Path, groups: dict, strategies: list[str], caps: list[str]
                                      for m in models)
         report["strategies"][strategy] = entry
     report["caps"] = caps_curve(exp, groups, caps)
+    report["noise"] = noise_table(exp)
     report["warnings"] = list(results.warnings)
     return report
+
+
+def noise_table(exp: Path) -> dict | None:
+    """{system: [{testset, wer, interval, paired against the base}]} over the general set, clean
+    and at each SNR (bench_noise, run with NOISE_SNRS), or None."""
+    results = load_results(exp / "bench_noise" / "results.json")
+    if results is None:
+        return None
+    table = {}
+    for system in (s.name for s in results.systems):
+        table[system] = [{"testset": t.name, **cell(results, t.name, system),
+                          "paired": None if system == BASE else paired(results, t.name, system)}
+                         for t in results.testsets]
+    return table
 
 
 def pseudo_summary(path: Path) -> dict | None:
@@ -290,6 +305,17 @@ def render(report: dict) -> str:
         out.append("|---" * (1 + len(next(iter(report["caps"].values())))) + "|")
         for t, points in report["caps"].items():
             out.append(f"| {t} | " + " | ".join(with_ci(p) for p in points) + " |")
+    if report.get("noise"):
+        rows = report["noise"]
+        sets = [c["testset"] for c in next(iter(rows.values()))]
+        out += ["", "## Robustness to noise (the general set, clean and with noise at fixed SNRs)", "",
+                "The same utterances at each SNR (`asr-sft noisy`), so each system's change against the base "
+                "is a paired test; routed adapters decode the general set with the base.", "",
+                "| system | " + " | ".join(sets) + " |", "|---" * (1 + len(sets)) + "|"]
+        for system, cells in rows.items():
+            out.append(f"| {system} | " + " | ".join(
+                with_ci(c) + ("" if c["paired"] is None else f" ({100 * c['paired']['delta']:+.1f}, "
+                                                             f"p={c['paired']['p_value']:.3f})") for c in cells) + " |")
     if report.get("plots"):
         out += ["", "## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
     if report["warnings"]:

@@ -19,11 +19,13 @@
 #   5 evaluate  routed decodes (each utterance with its group's adapter or model; other groups,
 #               the general set among them, with the base), then every model and routed system on
 #               every test set with paired tests (asr-sft bench)
+#               and, with NOISE_SNRS, the base and pooled models on the general set at each SNR
 #   6 report    $EXP/report/report.{md,json} and PNGs (report.py)
 # Settings come from the environment (defaults below): MODEL, CONF, TEACHER, ACCENTS, FSDD_ACCENTS,
 # SPEAKERS, UTTS, FRACTIONS, STRATEGIES, CAPS, OVERRIDES (section.key=value for every training
-# run), PSEUDO_FLAGS, DECODE, DEVICE, DATA, EXP; for a real corpus POOL (its manifests, instead of
-# synthesis), TEXT_OVERLAP, MIN_SPEAKERS and ADAPT_GROUPS (which groups to adapt).
+# run, e.g. augment.* for noise and speed augmentation), PSEUDO_FLAGS, DECODE, DEVICE, DATA, EXP,
+# NOISE_SNRS and NOISE; for a real corpus POOL (its manifests, instead of synthesis), TEXT_OVERLAP,
+# MIN_SPEAKERS and ADAPT_GROUPS (which groups to adapt).
 # --smoke: a tiny run (2 groups of 2 speakers, 2 steps, random tiny models unless MODEL/TEACHER are
 # given) that checks the plumbing, not the numbers.
 set -euo pipefail
@@ -82,6 +84,8 @@ MIN_SPEAKERS=${MIN_SPEAKERS:-1}  # per group and split (asr-sft split --min-spea
 ADAPT_GROUPS=${ADAPT_GROUPS-}  # the groups to adapt (default: every group the split made)
 SYNTH_WORKERS=${SYNTH_WORKERS:-2}
 PLOTS=${PLOTS:-1}
+NOISE_SNRS=${NOISE_SNRS-}  # e.g. "20,10,5,0": the general set with NOISE at each SNR, benchmarked in stage 5
+NOISE=${NOISE:-pink}  # white, pink, babble or noise files (asr-sft noisy --noise)
 data=${DATA:-data/accent_adaptation}
 exp=${EXP:-exp/accent_adaptation}
 split=$data/split
@@ -144,6 +148,9 @@ begin_jobs 2
 job split asr-sft split "$data/pool.jsonl" --out "$split" --fractions "$FRACTIONS" --min-speakers "$MIN_SPEAKERS" \
   --text-overlap "$TEXT_OVERLAP" --train-caps "$CAPS" --seed 0
 job by-group python $recipe/groups.py by-group --split "$split" --general "$data/general.jsonl" --out "$bg"
+if [ -n "$NOISE_SNRS" ]; then
+  job noisy asr-sft noisy --manifest "$data/general.jsonl" --snrs "$NOISE_SNRS" --noise "$NOISE" --out "$data/noisy"
+fi
 run_jobs 2
 
 if [ ! -f "$bg/groups.json" ]; then echo "$bg/groups.json is missing: run stages 1 and 2 first" >&2; exit 1; fi
@@ -251,6 +258,16 @@ if [ -n "$CAPS" ]; then  # the data-efficiency curve: group test sets only
   fi
   job bench-caps asr-sft bench "${cap_systems[@]}" "${grouptests[@]}" "${bench_flags[@]}" \
     --out "$exp/bench_caps" "${decode[@]}"
+fi
+if [ -n "$NOISE_SNRS" ]; then  # noise measured as accents are: the same utterances, clean and at each SNR
+  noise_sets=(--testset "general=$data/general.jsonl")
+  while read -r snr manifest; do noise_sets+=(--testset "general-${snr}dB=$manifest"); done < <(python -c "
+import json, sys
+for s in json.load(open(sys.argv[1]))['sets']: print(f\"{s['snr_db']:g}\", s['manifest'])" "$data/noisy/noisy_summary.json")
+  noise_systems=(--system "base=$MODEL")
+  if [ -f "$exp/pooled/checkpoints/best" ]; then noise_systems+=(--system "pooled=$exp/pooled/checkpoints/best"); fi
+  job bench-noise asr-sft bench "${noise_systems[@]}" "${noise_sets[@]}" "${bench_flags[@]}" --out "$exp/bench_noise" \
+    "${decode[@]}"
 fi
 run_jobs 5
 
