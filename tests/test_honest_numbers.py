@@ -202,6 +202,26 @@ def test_avg_logprob_matches_generation_scores(tiny_whisper_dir, clips_manifest)
     assert ours == pytest.approx(expected.tolist(), abs=1e-4)
 
 
+def test_greedy_search_records_the_same_logprobs_as_the_teacher_forced_pass(tiny_whisper_dir, clips_manifest):
+    """The fallback's log-probability check takes greedy attempts' numbers from the search itself
+    (_GreedyLogprobs); they equal the second pass that scores sampled attempts."""
+    model, processor = load_model(tiny_whisper_dir, DecodeOptions(**CPU))
+    waves = waves_of(clips_manifest, 3)
+    with torch.inference_mode():
+        hidden = model.get_encoder()(wh.input_features(model, waves)).last_hidden_state
+        prefix = torch.tensor([processor.tokenizer.prefix_tokens])
+        recorder = wd._GreedyLogprobs()
+        tokens = wd._generate(model, hidden, prefix, 12, 1, 0.0, None, recorder)
+        eot = wd._eos_ids(model.generation_config)[0]
+        assert recorder.averages(tokens, eot) == pytest.approx(wd._avg_logprobs(model, hidden, prefix, tokens),
+                                                               abs=1e-4)
+        # A row that ends early counts its tokens up to and including the end token only.
+        ended = tokens.clone()
+        ended[0, 2:] = eot
+        counted, text_tokens = wd._counted(ended, eot)
+        assert counted[0].tolist() == [True, True, True] + [False] * (ended.shape[1] - 3) and text_tokens[0] == 2
+
+
 def test_decode_json_counts_what_the_guard_caught(tiny_whisper_dir, clips_manifest, tmp_path):
     options = DecodeOptions(batch_size=2, max_new_tokens=4, fallback_temperatures=(0.5,), **CPU)
     decode_manifest(tiny_whisper_dir, clips_manifest, tmp_path, options)

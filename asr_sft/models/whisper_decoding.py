@@ -96,9 +96,17 @@ def transcribe(model, processor, waves: Sequence[torch.Tensor], features: torch.
     for step, temperature in enumerate(temperatures):
         seeds = [_seed(waves[i], options.fallback_seed, step) for i in todo] if temperature > 0 else None
         max_new = _token_cap([waves[i] for i in todo], limit, options)
-        tokens = _generate(model, hidden[todo], prefix, max_new, options.num_beams, temperature, seeds)
-        logprobs = (_avg_logprobs(model, hidden[todo], prefix, tokens) if checking and
-                    options.logprob_threshold is not None else [None] * len(todo))
+        scoring = checking and options.logprob_threshold is not None
+        # Greedy: the chosen tokens' log-probabilities come out of the search itself; sampled or
+        # beam attempts are scored by one teacher-forced pass.
+        recorder = _GreedyLogprobs() if scoring and temperature == 0 and options.num_beams == 1 else None
+        tokens = _generate(model, hidden[todo], prefix, max_new, options.num_beams, temperature, seeds, recorder)
+        if recorder is not None:
+            logprobs = recorder.averages(tokens, _eos_ids(model.generation_config)[0])
+        elif scoring:
+            logprobs = _avg_logprobs(model, hidden[todo], prefix, tokens)
+        else:
+            logprobs = [None] * len(todo)
         for row, ids, logprob in zip(todo, tokens.tolist(), logprobs):
             tried[row].append(_attempt(tokenizer, model.generation_config, ids, max_new, temperature, logprob))
         todo = [row for row in todo if checking and _fails(tried[row][-1], options)]
@@ -108,9 +116,11 @@ def transcribe(model, processor, waves: Sequence[torch.Tensor], features: torch.
 
 
 def _generate(model, hidden: torch.Tensor, prefix: torch.Tensor, max_new: int, num_beams: int,
-              temperature: float, seeds: Sequence[int] | None) -> torch.Tensor:
+              temperature: float, seeds: Sequence[int] | None,
+              recorder: LogitsProcessor | None = None) -> torch.Tensor:
     """(B, <= max_new) generated token ids after the prefix, padded with the end token: beam search
-    (or greedy) at temperature 0, else one sample per row drawn with the row's own generator."""
+    (or greedy) at temperature 0, else one sample per row drawn with the row's own generator.
+    `recorder` runs last among the logits processors (generate appends custom ones)."""
     gen = copy.deepcopy(model.generation_config)
     gen.max_length, gen.max_new_tokens = prefix.shape[1] + max_new, None  # one length setting
     gen.do_sample, gen.num_beams = False, num_beams if temperature == 0 else 1
@@ -118,6 +128,8 @@ def _generate(model, hidden: torch.Tensor, prefix: torch.Tensor, max_new: int, n
     processors = LogitsProcessorList()
     if temperature > 0:
         processors.append(_SeededSampler(temperature, seeds, hidden.device))
+    if recorder is not None:
+        processors.append(recorder)
     batch = hidden.shape[0]
     # The encoder takes no mask; an all-ones one tells `generate` so (pad = end token: it cannot infer one).
     mask = torch.ones(batch, hidden.shape[1], dtype=torch.long, device=hidden.device)
@@ -147,6 +159,32 @@ class _SeededSampler(LogitsProcessor):
         return torch.full_like(scores, -math.inf).scatter_(1, picks, 0.0)
 
 
+class _GreedyLogprobs(LogitsProcessor):
+    """Records, at each step, the log-probability at temperature 1 (after token suppression, the
+    processors before it) of the token greedy search takes: each row's maximum. The same numbers
+    _avg_logprobs computes with a second, teacher-forced pass, without that pass."""
+
+    def __init__(self):
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        x = scores.float()  # the max of log_softmax, without materialising it
+        self.steps.append(x.max(dim=-1).values - x.logsumexp(dim=-1))
+        return scores
+
+    def averages(self, tokens: torch.Tensor, eot: int) -> list[float]:
+        counted, text_tokens = _counted(tokens, eot)
+        picked = torch.stack(self.steps[:tokens.shape[1]], dim=1)
+        return (torch.where(counted, picked, 0.0).sum(dim=1) / (text_tokens + 1)).tolist()
+
+
+def _counted(tokens: torch.Tensor, eot: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask of the tokens up to and including each row's first end token, text tokens per row)."""
+    is_end = tokens == eot
+    counted = (is_end.cumsum(dim=1) - is_end.long()) == 0
+    return counted, (counted & ~is_end).sum(dim=1)
+
+
 def _seed(wave: torch.Tensor, seed: int, step: int) -> int:
     """A sampling seed from the fallback seed, the temperature's index and the waveform itself."""
     digest = zlib.crc32(wave.detach().to("cpu", torch.float32).numpy().tobytes())
@@ -161,9 +199,7 @@ def _avg_logprobs(model, hidden: torch.Tensor, prefix: torch.Tensor, tokens: tor
     batch, steps = tokens.shape
     start = prefix.shape[1] - 1  # the logits at this position predict the first generated token
     inputs = torch.cat([prefix.expand(batch, -1), tokens[:, :-1]], dim=1)
-    is_end = tokens == eot
-    counted = (is_end.cumsum(dim=1) - is_end.long()) == 0  # up to and including the first end token
-    text_tokens = (counted & ~is_end).sum(dim=1)
+    counted, text_tokens = _counted(tokens, eot)
     suppress, begin = list(gen.suppress_tokens or []), list(gen.begin_suppress_tokens or [])
     rows = max(1, LOGIT_CELLS // (steps * model.config.vocab_size))
     sums = []
