@@ -11,9 +11,9 @@ batch_size set (its WhisperFeatureExtractor / Wav2Vec2FeatureExtractor on the CP
 
 Random weights emit arbitrary lengths, so Whisper is forced to generate exactly plan.decode_tokens
 tokens in both (min_new_tokens = max_new_tokens, greedy); a hook counts the decoder's forward
-calls to show it (one per token; our default adds the fallback check's teacher-forced pass, one
-call per 2**26 logits). Two asr-sft Whisper rows: greedy alone, and the default with fallback
-checks that cannot trigger (see asr_sft_setups).
+calls to show it (one per token, in every setup: our default's fallback check takes greedy
+attempts' log-probabilities from the search itself, with no extra pass). Two asr-sft Whisper rows:
+greedy alone, and the default with fallback checks that cannot trigger (see asr_sft_setups).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def time_pipeline(pipe, waves, durations, plan: Plan, budget: Budget, generate_k
 
 def asr_sft_setups(whisper: bool, plan: Plan) -> dict[str, DecodeOptions]:
     """Our decoder's settings. Whisper: greedy alone (the pipeline's work), and the default with its
-    fallback checks (a teacher-forced log-probability pass per batch, a compression ratio per
+    fallback checks (a log-probability per step of the search, a compression ratio per
     utterance) whose thresholds no attempt can fail, so it costs what a model whose output passes
     costs; random weights would otherwise fail the log-probability check and re-decode every
     utterance at 5 temperatures."""
