@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,6 +37,8 @@ from asr_sft.errors import ManifestError, ModelError, OptionError
 from asr_sft.data.features import normalize_waveforms, pad_batch, sample_mask
 from asr_sft.atomic import staged_dir
 from asr_sft.models import lora
+from asr_sft.models.labels import change_case, check_text_case
+from asr_sft.models.labels import drop_punctuation as without_punctuation
 from asr_sft.models.options import DecodeOptions
 from asr_sft.models.resolve import resolve_model
 
@@ -116,8 +117,7 @@ class CTCModelOptions(lora.LoraOptions):
         for name in ("mask_time_length", "mask_feature_length"):
             if getattr(self, name) < 1:
                 raise OptionError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        if self.text_case not in TEXT_CASES:
-            raise OptionError(f"model.text_case must be one of {', '.join(TEXT_CASES)}, got {self.text_case!r}")
+        check_text_case(self.text_case, TEXT_CASES)
         if self.ctc_loss_reduction not in ("mean", "sum"):
             raise OptionError(f"model.ctc_loss_reduction must be 'mean' or 'sum', got {self.ctc_loss_reduction!r}")
         super().__post_init__()
@@ -384,21 +384,21 @@ def load(options: CTCModelOptions, texts: Iterable[str], num_processes: int = 1)
     """(model, processor) to train: a new vocabulary from `texts` when options.new_vocab; LoRA
     updates (with lm_head trained whole) when options.lora_rank."""
     lora.refuse_adapter(options.name_or_path)
-    texts = [map_text(t, options.text_case, options.drop_punctuation) for t in texts]
-    vocab = build_vocab(t for t in texts if text_problem(t) is None) if options.new_vocab else None
+    text_map = (options.text_case, options.drop_punctuation)
+    vocab = None
+    if options.new_vocab:  # built from the text as training will see it
+        vocab = build_vocab(m for m in (map_text(t, *text_map) for t in texts) if text_problem(m) is None)
     if num_processes > 1 and options.layerdrop > 0:
         log.warning("model.layerdrop=%s ignored under DDP (skipped layers break gradient sync)", options.layerdrop)
         options = replace(options, layerdrop=0.0)
     model, processor = load_ctc_model(options.name_or_path, vocab=vocab, options=options)
-    processor.text_map = (options.text_case, options.drop_punctuation)  # read by collate, check_rows, oov_rate
+    processor.text_map = text_map  # read by collate, check_rows, oov_rate
     return lora.add_lora(model, options, options.name_or_path, train_whole=("lm_head",)), processor
 
 
 def map_text(text: str, case: str = "keep", drop_punctuation: bool = False) -> str:
     """`text` as model.text_case / model.drop_punctuation map it for training (see CTCModelOptions)."""
-    if drop_punctuation:
-        text = " ".join("".join(c for c in text if c == "'" or not unicodedata.category(c).startswith("P")).split())
-    return text.upper() if case == "upper" else text.lower() if case == "lower" else text
+    return change_case(without_punctuation(text) if drop_punctuation else text, case)
 
 
 def _training_text(processor, text: str) -> str:

@@ -23,7 +23,6 @@ saved in the model config (`asr_sft_variable_length`), so a model trained with i
 from __future__ import annotations
 
 import logging
-import re
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from asr_sft.errors import ModelError, OptionError
 from asr_sft.data.features import HOP_LENGTH, N_FRAMES, N_SAMPLES, WhisperMelOptions, log_mel_spectrogram
 from asr_sft.atomic import staged_dir
 from asr_sft.models import lora
+from asr_sft.models.labels import change_case, check_text_case
 from asr_sft.models import whisper_decoding
 from asr_sft.models.options import MAX_NEW_TOKENS, DecodeOptions, Transcript
 from asr_sft.models.resolve import resolve_model
@@ -420,8 +420,7 @@ class WhisperOptions(WhisperEncoderOptions):
             raise OptionError(f"model.type must be {NAME!r} for Whisper options, got {self.type!r}")
         if self.task not in TASKS:
             raise OptionError(f"model.task must be one of {', '.join(TASKS)}, got {self.task!r}")
-        if self.text_case not in TEXT_CASES:
-            raise OptionError(f"model.text_case must be one of {', '.join(TEXT_CASES)}, got {self.text_case!r}")
+        check_text_case(self.text_case, TEXT_CASES)
         super().__post_init__()
 
 
@@ -475,17 +474,6 @@ def collate(processor: WhisperProcessor, rows: Sequence[dict], waves: Sequence[t
     case = getattr(processor, "text_case", "keep")
     return {"input_features": features,
             "labels": make_labels(processor, [change_case(r["text"], case) for r in rows])}
-
-
-def change_case(text: str, case: str) -> str:
-    """`text` in the case a config's model.text_case asks for (see WhisperOptions)."""
-    if case == "keep":
-        return text
-    text = text.lower()
-    if case == "sentence":
-        text = re.sub(r"\bi\b", "I", text)
-        text = text[:1].upper() + text[1:]
-    return text
 
 
 def loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, int]]:

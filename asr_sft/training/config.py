@@ -1,10 +1,12 @@
 """Training configuration: every default in one typed place.
 
-A config is five frozen sections ([data], [model], [optim], [train], [augment]); [model] is the chosen model family's own options dataclass
-(`type = "ctc"` by default, `"whisper"` or `"whisper_ctc"`), so its defaults live in one place, beside the family. Recipes keep theirs in TOML (`recipes/<name>/conf/*.toml`) and the
-command line overrides single keys as `section.key=value`; values are type-checked and unknown
-sections or keys are rejected, so a typo never silently trains with a default. The resolved config is
-written beside every checkpoint and report.
+A config is five frozen sections ([data], [model], [optim], [train], [augment]); [model] is the
+chosen model family's own options dataclass (`type = "ctc"` by default, `"whisper"` or
+`"whisper_ctc"`), so its defaults live in one place, beside the family. Recipes keep theirs in
+TOML (`recipes/<name>/conf/*.toml`) and the command line overrides single keys as
+`section.key=value`; values are type-checked and unknown sections or keys are rejected, so a typo
+never silently trains with a default. The resolved config is written beside every checkpoint and
+report.
 """
 
 from __future__ import annotations

@@ -104,10 +104,7 @@ def collate(family, processor, rows: list[dict], epoch: int = 0,
     plus the real audio seconds, which the loop pops for its throughput figures. With
     augmentation, each utterance is noised / speed-perturbed as (augment.seed, its id, the epoch)
     draw: the same in a resumed run, in any loader thread, and different in each epoch."""
-    waves = [load_row(r) for r in rows]
-    if augmentation.enabled:
-        waves = [augment(w, str(r["id"]), augmentation, epoch, family.MAX_INPUT_SECONDS)
-                 for w, r in zip(waves, rows)]
+    waves = [augment(load_row(r), str(r["id"]), augmentation, epoch, family.MAX_INPUT_SECONDS) for r in rows]
     batch = family.collate(processor, rows, waves)
     return {**batch, "audio_seconds": sum(r["duration"] for r in rows)}
 
