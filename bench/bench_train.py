@@ -147,7 +147,8 @@ def run_setup(name: str, model_dir: Path, rows: list[dict], batches: list[list[i
         t0 = time.perf_counter()
         micro = [collate(ctc_family, processor, [rows[j] for j in batch])]
         t1 = time.perf_counter()
-        stats = train_step(ctc_family, model, optimizer, scheduler, micro, accelerator, config, state)  # syncs: float(loss)
+        # train_step syncs the device (it returns float(loss)), so t2 - t1 is the step's real time
+        stats = train_step(ctc_family, model, optimizer, scheduler, micro, accelerator, config, state)
         if accelerator.device.type == "cuda":
             torch.cuda.synchronize()
         t2 = time.perf_counter()

@@ -42,13 +42,15 @@ _W2V = Published("facebook/wav2vec2-base", {"test-clean": 6.1, "test-other": 13.
                  "wav2vec 2.0 BASE fine-tuned on 100 h of labelled LibriSpeech, no LM (Baevski et al. "
                  "2020, Table 1; fairseq `base_100h.yaml`, 80k updates of 1,600 s on 8 GPUs, tri-stage lr "
                  "schedule)", steps=80_000)
-_LEADERBOARD = "zero-shot, Open ASR Leaderboard, Whisper's English normaliser"
-PUBLISHED = {
-    "facebook/wav2vec2-base": _W2V,
-    "openai/whisper-tiny.en": Published("openai/whisper-tiny.en", {"test-clean": 5.66, "test-other": 15.45}, True, f"Whisper tiny.en {_LEADERBOARD}"),
-    "openai/whisper-base.en": Published("openai/whisper-base.en", {"test-clean": 4.25, "test-other": 10.35}, True, f"Whisper base.en {_LEADERBOARD}"),
-    "openai/whisper-small.en": Published("openai/whisper-small.en", {"test-clean": 3.05, "test-other": 7.25}, True, f"Whisper small.en {_LEADERBOARD}"),
-}
+
+
+def _leaderboard(size: str, clean: float, other: float) -> Published:
+    return Published(f"openai/whisper-{size}", {"test-clean": clean, "test-other": other}, True,
+                     f"Whisper {size} zero-shot, Open ASR Leaderboard, Whisper's English normaliser")
+
+
+PUBLISHED = {p.model: p for p in (_W2V, _leaderboard("tiny.en", 5.66, 15.45), _leaderboard("base.en", 4.25, 10.35),
+                                  _leaderboard("small.en", 3.05, 7.25))}
 PUBLISHED["builtin:whisper-tiny.en"] = PUBLISHED["openai/whisper-tiny.en"]  # the same weights, converted
 FAMILY_REFERENCE = {"ctc": _W2V}  # another CTC model is compared with wav2vec2-base's figures, and says so
 
